@@ -1,0 +1,99 @@
+"""Decode any image file a user is likely to have into one array layout: ``HxWx3`` uint8 RGB.
+
+Every dataset adapter reads pixels through :func:`read_image`, so colour-mode handling, EXIF
+orientation and corrupt-file detection are decided once, here.
+
+Mode rules (Pillow mode -> RGB):
+
+* ``RGB``, ``L``, ``1``, ``P`` (opaque), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: Pillow's own conversion.
+* Anything with alpha (``RGBA``, ``LA``, ``PA``, ``P`` / ``L`` / ``RGB`` with a ``transparency`` entry):
+  composited over **white**, because transparent pixels in logos, icons and product shots are meant
+  to show the page behind them, which is white far more often than black (dropping alpha would expose
+  whatever colour the encoder left in fully transparent pixels, often black).
+* 16-bit grey (``I;16``, ``I;16B``, ``I;16L``, and ``I`` as older Pillows open 16-bit PNGs): scaled to
+  8 bits with ``>> 8``. Pillow's own ``convert("L")`` *clips* at 255, which turns almost every
+  16-bit pixel white.
+* 16-bit RGB PNGs: Pillow already decodes these to 8-bit ``RGB`` by keeping the high byte (``>> 8``).
+* ``F`` (32-bit float, e.g. scientific TIFFs): Pillow's conversion, i.e. values clipped to 0..255.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from resvision.errors import DataError
+
+__all__ = ["BadImageError", "read_image"]
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class BadImageError(DataError):
+    """An image file that is missing or cannot be fully decoded (the message names the file)."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB pixels, upright as its EXIF orientation says.
+
+    The whole file is decoded (not just the header), so truncated files fail here rather than
+    as a black stripe inside a batch. This relies on ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
+    staying ``False`` (Pillow's default); resvision never sets it.
+
+    Args:
+        path: Any format Pillow decodes (JPEG, PNG, BMP, WebP, TIFF, GIF (first frame), ...).
+
+    Returns:
+        ``(H, W, 3)`` uint8 array, RGB order, C-contiguous.
+
+    Raises:
+        BadImageError: The file is missing, is not an image, or is truncated / corrupt.
+            The message is one line: ``<path>: <reason>``.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode every byte now: truncation raises OSError here
+            upright = ImageOps.exif_transpose(image)
+            return _to_rgb_array(upright)
+    except FileNotFoundError:
+        raise BadImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadImageError(f"{path}: is a directory, not an image") from None
+    except Image.UnidentifiedImageError:
+        raise BadImageError(f"{path}: not an image file (unknown or corrupt format)") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError, struct.error...
+        raise BadImageError(f"{path}: cannot decode ({_one_line(exc)})") from exc
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a decoded Pillow image of any mode to a ``(H, W, 3)`` uint8 RGB array."""
+    if image.mode in _SIXTEEN_BIT_GREY_MODES:
+        grey = np.asarray(image).astype(np.int64)
+        # 16-bit range -> 8-bit by dropping the low byte; clip first because mode "I" is 32-bit signed.
+        grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey8[:, :, None], 3, axis=2))
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return _composite_on_white(np.asarray(image.convert("RGBA")))
+    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Blend ``(H, W, 4)`` uint8 RGBA over an opaque white background (straight alpha).
+
+    ``out = (c * a + 255 * (255 - a)) / 255``, rounded to nearest, in integer arithmetic so the
+    result is exact and identical on every platform.
+    """
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:4].astype(np.uint32)
+    blended = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return np.ascontiguousarray(blended.astype(np.uint8))
+
+
+def _one_line(exc: BaseException) -> str:
+    """Exception text squeezed onto one line (some decoders put newlines in their messages)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,0 +1,148 @@
+"""Trainer callbacks. Six events, each receiving the Trainer (read its state, never re-derive it).
+
+Events: ``on_train_start``, ``on_epoch_start``, ``on_step_end``, ``on_validation_end``,
+``on_epoch_end``, ``on_train_end``. Callbacks that write files do so on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import distributed as dist_utils
+from .checkpoint import copy_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+log = logging.getLogger("resvision")
+
+
+class Callback:
+    """Base class: override the events you need."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer) -> None: ...
+    def on_validation_end(self, trainer: Trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class ScheduledUnfreeze(Callback):
+    """Unfreeze backbone stages at the epochs given by ``finetune.unfreeze_at``.
+
+    At train start it replays every entry before the start epoch, so a resumed run has the same
+    trainable set as an uninterrupted one.
+    """
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from .optim import stages_to_unfreeze
+
+        earlier = [s for e in range(trainer.start_epoch) for s in stages_to_unfreeze(trainer.cfg.finetune, e)]
+        if earlier:
+            trainer.unfreeze(earlier)
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        from .optim import stages_to_unfreeze
+
+        stages = stages_to_unfreeze(trainer.cfg.finetune, trainer.epoch)
+        if stages:
+            trainer.unfreeze(stages)
+            log.info("epoch %d: unfroze backbone stages %s", trainer.epoch, stages)
+
+
+class MetricsLogger(Callback):
+    """Rows in ``metrics.jsonl`` and TensorBoard scalars: train losses/LR every ``log_every``
+    updates and per epoch, validation metrics after every evaluation."""
+
+    def __init__(self, log_every: int) -> None:
+        self.log_every = log_every
+        self.writer = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if not dist_utils.is_main_process():
+            return
+        path = trainer.run_dir / "metrics.jsonl"
+        if path.exists():  # resumed: drop rows from epochs that will be run again
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            kept = [r for r in rows if r.get("epoch", 0) < trainer.start_epoch]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"), purge_step=trainer.global_step or None)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.global_step % self.log_every == 0:
+            self._write(trainer, "train", {**trainer.step_losses, "lr": trainer.lr})
+
+    def on_validation_end(self, trainer: Trainer) -> None:
+        self._write(trainer, "val", trainer.metrics)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        self._write(trainer, "train_epoch", {**trainer.epoch_losses, "lr": trainer.lr, "seconds": trainer.epoch_seconds})
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write(self, trainer: Trainer, split: str, values: dict[str, Any]) -> None:
+        if not dist_utils.is_main_process() or not values:
+            return
+        row = {"split": split, "epoch": trainer.epoch, "step": trainer.global_step, **values}
+        with open(trainer.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{split}/{key}", value, trainer.global_step)
+
+
+class Checkpointer(Callback):
+    """``checkpoints/last.pt`` every ``every`` epochs and at the end; ``best.pt`` when the monitored
+    metric improves. Both are written atomically."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if not dist_utils.is_main_process():
+            return
+        done = trainer.epoch + 1
+        last = trainer.run_dir / "checkpoints" / "last.pt"
+        if done % self.every == 0 or trainer.is_last_epoch or trainer.should_stop or trainer.improved:
+            save_checkpoint(trainer.state_dict(), last)
+        if trainer.improved:
+            copy_checkpoint(last, last.with_name("best.pt"))
+
+
+class EarlyStopping(Callback):
+    """Stop after ``patience`` evaluations without improvement of the monitored metric."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_validation_end(self, trainer: Trainer) -> None:
+        stale = trainer.evaluations_since_best
+        if stale >= self.patience:
+            trainer.should_stop = True
+            log.info("early stopping: %s did not improve for %d evaluations", trainer.monitor, stale)
+
+
+class CurvePlotter(Callback):
+    """PNG curves of losses, learning rate and validation metrics from ``metrics.jsonl``."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if dist_utils.is_main_process():
+            from ..reports import plot_training_curves
+
+            plot_training_curves(trainer.run_dir / "metrics.jsonl", trainer.run_dir / "plots")
+
+
+def default_callbacks(cfg) -> list[Callback]:
+    callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every)]
+    if cfg.train.early_stop_patience:
+        callbacks.append(EarlyStopping(cfg.train.early_stop_patience))
+    callbacks.append(CurvePlotter())
+    return callbacks

@@ -1,0 +1,86 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked against the run.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled objects), so loading it can
+never execute code:
+``{"model", "ema"?, "optimizer", "scheduler", "scaler", "epoch", "global_step", "best", "task",
+"backbone", "config", "meta"}``. ``epoch`` is the number of completed epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` via a temp file + ``os.replace``: a kill leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Atomic copy (best.pt from last.pt without serialising twice)."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU; CheckpointError naming the file when missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a resvision checkpoint (no 'model' entry)")
+    return state
+
+
+def check_compatible(state: dict[str, Any], path: str | Path, task: str, backbone: str) -> None:
+    """Refuse a checkpoint of another task or backbone before touching any weights."""
+    if state.get("task", task) != task:
+        raise CheckpointError(f"{path} is a {state['task']!r} checkpoint, not {task!r}")
+    if state.get("backbone", backbone) != backbone:
+        raise CheckpointError(
+            f"{path} was trained with backbone {state['backbone']!r} but the config says {backbone!r} "
+            f"(set model.backbone.name={state['backbone']})"
+        )
+
+
+def load_model_state(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Strict load that names the mismatching keys (missing, unexpected, wrong shape) in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in weights and weights[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            problems.append(f"{label}: {', '.join(keys[:3])}{more}")
+    if problems:
+        raise CheckpointError(f"{path} does not fit this model: {'; '.join(problems)}")
+    model.load_state_dict(weights)

@@ -1,0 +1,403 @@
+"""The one training loop every task runs through.
+
+``Trainer(cfg).fit()`` builds the task's model and data, applies the fine-tuning policy, and runs
+an explicit epoch loop: AMP, gradient accumulation and clipping, EMA, channels_last, optional
+torch.compile, DDP under torchrun, exact resume. Tasks only supply ``training_step`` /
+``evaluation_step``; callbacks do the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..config import Config, save_config
+from ..errors import CheckpointError, UserError
+from . import distributed as dist_utils
+from .callbacks import Callback, default_callbacks
+from .checkpoint import check_compatible, load_checkpoint, load_model_state
+from .optim import apply_finetune_policy, build_optimizer, build_scheduler, epochs_for, total_updates, updates_per_epoch
+
+log = logging.getLogger("resvision")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks this process's GPU under torchrun (LOCAL_RANK) or the CPU."""
+    if name == "auto":
+        name = f"cuda:{dist_utils.local_rank()}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but CUDA is not available (use train.device=cpu)")
+    return device
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 where the GPU supports it, else fp16; off on CPU, where bf16 matmul is far
+    slower than fp32 on most processors (measure before turning it on)."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[mode]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Fit and evaluate any task from a :class:`~resvision.config.Config`.
+
+    Args:
+        cfg: the resolved config.
+        task: a task instance (default: built from ``cfg.task``).
+        callbacks: extra callbacks, run after the default ones.
+        resume: checkpoint to resume from; ``"auto"`` = ``<run_dir>/checkpoints/last.pt``.
+    """
+
+    def __init__(self, cfg: Config, task=None, callbacks: list[Callback] | None = None, resume: str | Path | None = None) -> None:
+        from ..tasks import build_task
+
+        self.cfg = cfg
+        self.task = task if task is not None else build_task(cfg)
+        self.callbacks = default_callbacks(cfg) + list(callbacks or [])
+        self.resume = resume
+        self.run_dir = cfg.run_dir
+        self.monitor = cfg.train.monitor or self.task.main_metric
+        self.monitor_mode = cfg.train.monitor_mode or self.task.main_metric_mode
+        self.epoch = self.start_epoch = self.global_step = 0
+        self.best: dict[str, Any] = {"value": None, "epoch": -1, "stale": 0}
+        self.metrics: dict[str, float] = {}
+        self.step_losses: dict[str, float] = {}
+        self.epoch_losses: dict[str, float] = {}
+        self.epoch_seconds = 0.0
+        self.should_stop = self.improved = False
+        self._built = False
+
+    # ------------------------------------------------------------------ setup
+    def _setup_runtime(self) -> None:
+        train = self.cfg.train
+        self.device = resolve_device(train.device)
+        dist_utils.init_from_env(self.device)
+        self.amp_dtype = resolve_amp(train.amp, self.device)
+        if train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if dist_utils.is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+
+    def _build_model(self) -> None:
+        seed_everything(self.cfg.train.seed)  # same initial weights on every rank
+        self.model = self.task.build_model()
+        apply_finetune_policy(self.model, self.cfg.finetune)
+        self.model.to(self.device)
+        if self.cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.ema = None
+        if self.cfg.train.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=self.cfg.train.ema_decay)
+
+    def _wrap_model(self) -> None:
+        """DDP registers only the parameters that require grad, so it is rebuilt after unfreezing."""
+        model: nn.Module = self.model
+        if dist_utils.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.train.compile:
+            model = torch.compile(model)
+        self.train_model = model
+
+    def _build_loaders(self) -> None:
+        train = self.cfg.train
+        self.train_set, self.val_set = self.task.build_datasets()
+        if len(self.train_set) == 0:
+            raise UserError("the training set is empty")
+        # DistributedSampler even on one process: the shuffled order depends only on (seed, epoch),
+        # so N processes see the same global batches as one process with N x the batch.
+        self.train_sampler = DistributedSampler(
+            self.train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(), shuffle=True, seed=train.seed
+        )
+        common = dict(
+            num_workers=train.num_workers,
+            collate_fn=self.task.collate_fn(),
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,  # fresh workers see the dataset's new epoch (augmentation seeds)
+        )
+        per_rank = len(self.train_sampler)
+        self.train_loader = DataLoader(
+            self.train_set, batch_size=train.batch_size, sampler=self.train_sampler,
+            drop_last=per_rank >= 2 * train.batch_size, **common,
+        )
+        self.val_loader = DataLoader(
+            self.val_set, batch_size=train.batch_size, sampler=dist_utils.ShardSampler(len(self.val_set)), **common
+        )
+
+    def _build_optimization(self) -> None:
+        train = self.cfg.train
+        per_epoch = updates_per_epoch(len(self.train_loader), train.grad_accum)
+        self.total_updates = total_updates(train.epochs, per_epoch, train.max_iters)
+        self.epochs = epochs_for(self.total_updates, per_epoch) if train.max_iters else train.epochs
+        self.optimizer = build_optimizer(self.model, self.cfg.finetune, self.cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, per_epoch, self.total_updates)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def setup(self, for_training: bool = True) -> None:
+        """Build everything once (idempotent); called by :meth:`fit` and :meth:`evaluate`."""
+        if self._built:
+            return
+        if for_training and self.resume:
+            self.resume = self._resume_path(self.resume)  # fail before any expensive building
+        self._setup_runtime()
+        self._build_loaders()  # first: the data decides the number of classes
+        self._build_model()
+        if for_training:
+            self._build_optimization()
+            if self.resume:
+                self._load_resume(self.resume)
+        self._wrap_model()
+        self.evaluator = self.task.build_evaluator()
+        self._built = True
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, counters."""
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch + 1,
+            "global_step": self.global_step,
+            "best": dict(self.best),
+            "metrics": dict(self.metrics),
+            "task": self.cfg.task,
+            "backbone": self.cfg.model.backbone.name,
+            "config": self.cfg.to_dict(),
+            "meta": self.task.checkpoint_meta(),
+        }
+
+    def _resume_path(self, resume: str | Path) -> Path:
+        path = self.run_dir / "checkpoints" / "last.pt" if str(resume) == "auto" else Path(resume)
+        if not path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {path}")
+        return path
+
+    def _load_resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        check_compatible(state, path, self.cfg.task, self.cfg.model.backbone.name)
+        load_model_state(self.model, state["model"], path)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best, self.metrics = dict(state["best"]), dict(state.get("metrics", {}))
+        log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
+
+    def unfreeze(self, stages: list[int]) -> None:
+        self.model.backbone.unfreeze_stages(stages)
+        self.model.train(self.model.training)
+        if hasattr(self, "train_model"):
+            self._wrap_model()
+
+    # ------------------------------------------------------------------ loop
+    def _call(self, event: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    @property
+    def is_last_epoch(self) -> bool:
+        return self.epoch + 1 >= self.epochs or self.global_step >= self.total_updates
+
+    @property
+    def evaluations_since_best(self) -> int:
+        return self.best["stale"]
+
+    def fit(self) -> dict[str, float]:
+        """Train, evaluate every ``eval_every`` epochs, write checkpoints and reports.
+
+        Returns:
+            The final validation metrics (also written to ``report.json``).
+        """
+        self.setup()
+        self._call("on_train_start")
+        for epoch in range(self.start_epoch, self.epochs):
+            self.epoch = epoch
+            self._begin_epoch(epoch)
+            self._call("on_epoch_start")
+            self.train_one_epoch()
+            self.improved = False
+            if (epoch + 1) % self.cfg.train.eval_every == 0 or self.is_last_epoch:
+                self.metrics = self.validate()
+                self._track_best()
+                self._call("on_validation_end")
+            self._call("on_epoch_end")
+            if self.should_stop or self.global_step >= self.total_updates:
+                break
+        self._finish()
+        self._call("on_train_end")
+        return self.metrics
+
+    def _begin_epoch(self, epoch: int) -> None:
+        # Every source of randomness is a function of (seed, epoch, rank): resuming at an epoch
+        # boundary replays exactly what an uninterrupted run would have done.
+        seed_everything(self.cfg.train.seed + 1000 * epoch + dist_utils.rank())
+        self.train_sampler.set_epoch(epoch)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+
+    def train_one_epoch(self) -> None:
+        train = self.cfg.train
+        self.train_model.train()
+        sums: dict[str, float] = {}
+        count, start = 0, time.perf_counter()
+        batches = self._progress(self.train_loader, f"epoch {self.epoch + 1}/{self.epochs}")
+        for i, batch in enumerate(batches):
+            update = (i + 1) % train.grad_accum == 0
+            sync = contextlib.nullcontext() if update or not isinstance(self.train_model, DistributedDataParallel) else self.train_model.no_sync()
+            with sync:
+                with self._autocast():
+                    losses = self.task.training_step(self.train_model, batch, self.device)
+                loss = sum(losses.values())
+                self._check_finite(loss, i)
+                self.scaler.scale(loss / train.grad_accum).backward()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            count += 1
+            if not update:
+                continue
+            self._optimizer_step()
+            self.step_losses = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
+            if hasattr(batches, "set_postfix"):
+                batches.set_postfix(loss=f"{self.step_losses['loss']:.4f}", lr=f"{self.lr:.2e}")
+            self._call("on_step_end")
+            if self.global_step >= self.total_updates:
+                break
+        self.epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}
+        self.epoch_losses["loss"] = sum(self.epoch_losses.values())
+        self.epoch_seconds = time.perf_counter() - start
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.train.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.scheduler.step_update(self.global_step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def _check_finite(self, loss: torch.Tensor, batch_index: int) -> None:
+        value = dist_utils.reduce_mean(loss.detach().float())  # all ranks decide together
+        if not torch.isfinite(value):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"loss is {value.item()} at epoch {self.epoch + 1} batch {batch_index} "
+                f"(optimizer step {self.global_step}); {kept}"
+            )
+
+    def _progress(self, iterable, desc: str):
+        if not (self.cfg.train.progress and dist_utils.is_main_process()):
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """EMA weights when EMA is on (what gets evaluated, checkpointed as best and exported)."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Evaluate on the validation split; every rank returns the same metrics."""
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        self.evaluator.reset()
+        for batch in self._progress(self.val_loader, "validate"):
+            with self._autocast():
+                predictions, targets = self.task.evaluation_step(model, batch, self.device)
+            self.evaluator.update(predictions, targets)
+        self.evaluator.gather()
+        metrics = self.evaluator.compute() if dist_utils.is_main_process() else None
+        model.train(was_training)
+        return dist_utils.broadcast_object(metrics)
+
+    def _track_best(self) -> None:
+        value = self.metrics.get(self.monitor)
+        if value is None:
+            raise UserError(f"train.monitor={self.monitor!r} is not a metric of this task ({', '.join(self.metrics)})")
+        best = self.best["value"]
+        better = best is None or (value > best if self.monitor_mode == "max" else value < best)
+        self.improved = bool(better)
+        if better:
+            self.best = {"value": value, "epoch": self.epoch, "stale": 0}
+        else:
+            self.best["stale"] += 1
+
+    def _finish(self) -> None:
+        """report.json (final metrics + best) and the task's report files, on rank 0."""
+        if not dist_utils.is_main_process():
+            return
+        report = dict(self.metrics)
+        report.update({f"best_{self.monitor}": self.best["value"], "best_epoch": self.best["epoch"] + 1})
+        report.update({"epochs": self.epoch + 1, "steps": self.global_step})
+        (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        self.task.write_report(self.run_dir, self.eval_model, self.evaluator)
+
+    # ------------------------------------------------------------------ evaluation only
+    def evaluate(self, checkpoint: str | Path | None = None) -> dict[str, float]:
+        """Evaluate ``checkpoint`` (its EMA weights when present) on the validation split and
+        write the task's report into the run directory."""
+        self.setup(for_training=False)
+        self.ema = None  # the checkpoint's EMA weights (if any) are loaded into the model itself
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint)
+            check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
+            load_model_state(self.model, state.get("ema") or state["model"], checkpoint)
+        self.metrics = self.validate()
+        if dist_utils.is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "report.json").write_text(json.dumps(self.metrics, indent=2))
+            self.task.write_report(self.run_dir, self.model, self.evaluator)
+        return self.metrics

@@ -1,0 +1,96 @@
+"""Plots shared by the tasks' reports: training curves, confusion matrices, image grids (PNG).
+
+matplotlib runs headless (Agg); every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(metrics_jsonl: str | Path, out_dir: str | Path) -> list[Path]:
+    """``loss.png`` (per-step and per-epoch train losses), ``lr.png`` and ``metrics.png``
+    (validation metrics per epoch) from a run's ``metrics.jsonl``."""
+    metrics_jsonl, out_dir = Path(metrics_jsonl), Path(out_dir)
+    if not metrics_jsonl.exists():
+        return []
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if r["split"] == "train"]
+    epochs = [r for r in rows if r["split"] == "train_epoch"]
+    vals = [r for r in rows if r["split"] == "val"]
+    written = []
+    if steps or epochs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if steps:
+            ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train loss (step)")
+        if epochs:
+            ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", label="train loss (epoch mean)")
+        ax.set(xlabel="optimizer step", ylabel="loss", title="Training loss")
+        ax.set_yscale("log")
+        ax.legend()
+        written.append(_save(fig, out_dir / "loss.png"))
+        fig, ax = plt.subplots(figsize=(6, 3))
+        source = steps or epochs
+        ax.plot([r["step"] for r in source], [r["lr"] for r in source])
+        ax.set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate (largest group)")
+        written.append(_save(fig, out_dir / "lr.png"))
+    keys = sorted({k for r in vals for k, v in r.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")})
+    if vals and keys:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            ax.plot([r["epoch"] + 1 for r in vals], [r.get(key, np.nan) for r in vals], "o-", label=key)
+        ax.set(xlabel="epoch", ylabel="value", title="Validation metrics")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out_dir / "metrics.png"))
+    return written
+
+
+def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix (rows = true class) with raw counts printed in each cell."""
+    matrix = np.asarray(matrix)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(labels)
+    size = min(4 + 0.45 * n, 20)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels, rotation=90 if n > 10 else 0)
+    ax.set_yticks(ticks, labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    return _save(fig, Path(path))
+
+
+def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str, cols: int = 6) -> Path:
+    """Images (HxWx3 uint8, or HxW) in a grid with a caption under each."""
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, Path(path))

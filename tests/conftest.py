@@ -1,0 +1,49 @@
+"""Test-wide settings: never touch the network or the user's cache; small thread counts."""
+
+import os
+
+os.environ["RESVISION_OFFLINE"] = "1"  # weights are never downloaded in tests
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """Built-in datasets and weight caches go to a per-session folder, not ~/.cache."""
+    home = tmp_path_factory.mktemp("resvision_home")
+    os.environ["RESVISION_HOME"] = str(home)
+    os.environ["TORCH_HOME"] = str(home / "torch")
+    yield home
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A small real ImageFolder (PNG files): 3 colour classes, 24 train / 9 val images of 16x16."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny_folder")
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, count in (("train", 8), ("val", 3)):
+        for name, rgb in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                noise = rng.integers(-40, 40, size=(16, 16, 3))
+                pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def tiny_overrides(root, run_dir, *extra):
+    """Overrides for a seconds-long classification run on :func:`tiny_folder`."""
+    return [
+        "data.format=folder", f"data.root={root}", "data.image_size=16", "data.resize=16",
+        "data.scale=[0.5, 1.0]", "model.backbone.name=resnet20", "train.epochs=2", "train.batch_size=8",
+        "train.num_workers=0", "train.progress=false", "train.log_every=1", "train.deterministic=true",
+        "optim.lr=0.05", "sched.warmup_epochs=0", f"output={run_dir}", *extra,
+    ]

@@ -1,0 +1,60 @@
+"""The command line: train / eval / predict round trip, one-line errors with exit status 2."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_overrides
+
+from resvision.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_folder, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--task", "classification", *tiny_overrides(tiny_folder, run)]) == 0
+    return run
+
+
+def test_train_eval_predict_agree(trained, tiny_folder, tmp_path, capsys):
+    report = json.loads((trained / "report.json").read_text())
+    ckpt = trained / "checkpoints/last.pt"
+    assert main(["eval", "--checkpoint", str(ckpt), "--output", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval/report.json").read_text())["top1"] == report["top1"]
+    assert main(["predict", "--checkpoint", str(ckpt), "--output", str(tmp_path / "pred"), str(tiny_folder / "val")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "pred/predictions.csv")))
+    assert len(rows) == 9
+    correct = sum(Path(r["image"]).parent.name == r["label"] for r in rows)
+    assert correct / 9 == pytest.approx(report["top1"])  # same weights, same eval transform
+    single = json.loads((tmp_path / "pred/predictions.json").read_text())[0]
+    assert len(single["topk"]) == 3 and abs(sum(t["prob"] for t in single["topk"]) - 1) < 1e-4
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--task", "classification", "train.epoch=1"], "train.epochs"),
+    (["train", "--task", "classification", "model.backbone.name=resnet5"], "resnet50"),
+    (["train", "--task", "classification", "data.format=folder", "data.root=/no/such/dir"], "/no/such/dir"),
+    (["train", "--task", "classification", "train.epochs=two"], "train.epochs"),
+    (["eval", "--task", "classification", "--checkpoint", "/no/such.pt"], "/no/such.pt"),
+    (["predict", "--task", "classification", "--checkpoint", "/no/such.pt", "x.png"], "/no/such.pt"),
+])
+def test_user_errors_are_one_line_with_status_2(args, fragment, capsys, tmp_path):
+    assert main([*args, "--output", str(tmp_path / "out")] if args[0] == "train" else args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0]
+
+
+def test_resume_flag_without_checkpoint(tmp_path, capsys):
+    assert main(["train", "--task", "classification", "--output", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_tools_script_exits_2(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--task", "classification", "nope=1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown config key 'nope'")

@@ -1,0 +1,211 @@
+"""The shared engine: exact resume, divergence, fine-tuning policy, checkpoints, run directory."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from resvision import Trainer, load_config
+from resvision.engine import Callback, TrainingDiverged, load_checkpoint
+from resvision.errors import CheckpointError, ConfigError
+
+
+def make_trainer(root, run_dir, *extra, **kw):
+    return Trainer(load_config("classification", tiny_overrides(root, run_dir, *extra)), **kw)
+
+
+class StopAfterEpoch(Callback):
+    """Simulates a kill right after epoch ``n`` was checkpointed."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_end(self, trainer):
+        if trainer.epoch + 1 == self.n:
+            raise KeyboardInterrupt
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_is_bit_exact(tiny_folder, tmp_path):
+    # EMA, dropout, label smoothing and random crops all draw randomness: resume must replay it.
+    extra = ["train.ema=true", "train.ema_decay=0.9", "model.dropout=0.2", "model.label_smoothing=0.1", "train.epochs=3"]
+    make_trainer(tiny_folder, tmp_path / "straight", *extra).fit()
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tiny_folder, tmp_path / "resumed", *extra, callbacks=[StopAfterEpoch(1)]).fit()
+    assert load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["epoch"] == 1
+    make_trainer(tiny_folder, tmp_path / "resumed", *extra, resume="auto").fit()
+    a, b = (load_checkpoint(tmp_path / f"{d}/checkpoints/last.pt") for d in ("straight", "resumed"))
+    assert a["global_step"] == b["global_step"] == 9
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    rows = [json.loads(r) for r in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["split"] == "val"] == [0, 1, 2]  # no duplicated epoch rows
+
+
+def test_run_directory_contents(tiny_folder, tmp_path):
+    metrics = make_trainer(tiny_folder, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "report.json", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "plots/loss.png", "plots/lr.png", "plots/metrics.png", "plots/confusion_matrix.png",
+                 "plots/gradcam.png", "per_class.csv", "confusion_matrix.csv"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())
+    report = json.loads((run / "report.json").read_text())
+    assert report["top1"] == metrics["top1"] and "top5" in report
+    assert load_config(run / "config.yaml") == load_config("classification", tiny_overrides(tiny_folder, run))
+
+
+class NanAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_epoch_start(self, trainer):
+        original = trainer.task.training_step
+
+        def poisoned(model, batch, device):
+            losses = original(model, batch, device)
+            if trainer.global_step >= self.step:
+                losses["ce"] = losses["ce"] * float("nan")
+            return losses
+
+        trainer.task.training_step = poisoned
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_folder, tmp_path):
+    trainer = make_trainer(tiny_folder, tmp_path / "run", callbacks=[NanAt(4)])
+    with pytest.raises(TrainingDiverged) as err:
+        trainer.fit()
+    message = str(err.value)
+    assert "nan" in message and "optimizer step 4" in message and "last.pt" in message and "\n" not in message
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["epoch"] == 1  # written after epoch 1, untouched
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_folder, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        make_trainer(tiny_folder, tmp_path / "empty", resume="auto").fit()
+
+
+def test_checkpoint_of_other_backbone_or_task_is_refused(tiny_folder, tmp_path):
+    make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
+    ckpt = tmp_path / "run/checkpoints/last.pt"
+    other = make_trainer(tiny_folder, tmp_path / "other", "model.backbone.name=resnet32")
+    with pytest.raises(CheckpointError, match="resnet20"):
+        other.evaluate(ckpt)
+    state = load_checkpoint(ckpt)
+    state["backbone"] = "resnet32"  # same name, different weights: the key names must be reported
+    torch.save(state, tmp_path / "forged.pt")
+    with pytest.raises(CheckpointError, match="missing: .*layer1.3"):
+        other.evaluate(tmp_path / "forged.pt")
+    state["task"] = "detection"
+    torch.save(state, tmp_path / "task.pt")
+    with pytest.raises(CheckpointError, match="'detection' checkpoint"):
+        other.evaluate(tmp_path / "task.pt")
+
+
+def test_evaluate_reproduces_training_metrics(tiny_folder, tmp_path):
+    metrics = make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
+    again = make_trainer(tiny_folder, tmp_path / "eval").evaluate(tmp_path / "run/checkpoints/last.pt")
+    assert again["top1"] == metrics["top1"] and again["num_samples"] == 9
+
+
+# ------------------------------------------------------------------------ fine-tuning policy
+class Snapshot(Callback):
+    """Backbone/head tensors (parameters and BN buffers) at train start and after each epoch."""
+
+    def __init__(self):
+        self.states = []
+
+    def _grab(self, trainer):
+        self.states.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    on_train_start = _grab
+    on_epoch_end = _grab
+
+
+def changed(before, after, prefix):
+    return {k for k in before if k.startswith(prefix) and before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+
+
+def run_policy(tiny_folder, tmp_path, *extra):
+    snap = Snapshot()
+    make_trainer(tiny_folder, tmp_path / "run", *extra, callbacks=[snap]).fit()
+    return snap.states
+
+
+def test_linear_probe_trains_only_the_head(tiny_folder, tmp_path):
+    states = run_policy(tiny_folder, tmp_path, "finetune.strategy=linear_probe", "train.epochs=1")
+    assert not changed(states[0], states[-1], "backbone.")  # weights and BN running stats
+    assert changed(states[0], states[-1], "fc.") == {"fc.weight", "fc.bias"}
+
+
+def test_partial_freezes_stem_and_first_stages(tiny_folder, tmp_path):
+    states = run_policy(tiny_folder, tmp_path, "finetune.strategy=partial", "finetune.frozen_stages=1", "train.epochs=1")
+    moved = changed(states[0], states[-1], "backbone.")
+    assert not any(k.startswith(("backbone.conv1", "backbone.bn1", "backbone.layer1")) for k in moved)
+    assert any(k.startswith("backbone.layer2") for k in moved) and any(k.startswith("backbone.layer3") for k in moved)
+
+
+def test_norm_eval_keeps_bn_statistics(tiny_folder, tmp_path):
+    states = run_policy(tiny_folder, tmp_path, "finetune.norm_eval=true", "train.epochs=1")
+    moved = changed(states[0], states[-1], "backbone.")
+    assert not any("running_" in k for k in moved)
+    assert "backbone.layer1.0.conv1.weight" in moved and "backbone.layer1.0.bn1.weight" in moved
+
+
+def test_scheduled_unfreezing(tiny_folder, tmp_path):
+    states = run_policy(tiny_folder, tmp_path, "finetune.strategy=partial", "finetune.frozen_stages=3",
+                        "finetune.unfreeze_at={1: [3]}", "train.epochs=2")
+    assert not changed(states[0], states[1], "backbone.")  # epoch 0: whole backbone (stages 0..3) frozen
+    second = changed(states[1], states[2], "backbone.")
+    assert second and all(k.startswith("backbone.layer3") for k in second)  # epoch 1: only stage 3 thawed
+
+
+def test_backbone_lr_mult_and_layer_decay_groups(tiny_folder, tmp_path):
+    trainer = make_trainer(tiny_folder, tmp_path / "run", "finetune.backbone_lr_mult=0.1", "finetune.layer_decay=0.5",
+                           "optim.weight_decay=0.01")
+    trainer.setup()
+    model, opt = trainer.model, trainer.optimizer
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    stages = model.backbone.stage_modules()  # stem, layer1..3
+    for i, stage in enumerate(stages):
+        for p in stage.parameters():
+            assert group_of[id(p)]["lr_scale"] == pytest.approx(0.1 * 0.5 ** (len(stages) - i))
+            assert group_of[id(p)]["lr"] == pytest.approx(0.05 * 0.1 * 0.5 ** (len(stages) - i))
+    assert group_of[id(model.fc.weight)]["lr_scale"] == 1.0
+    assert group_of[id(model.fc.weight)]["weight_decay"] == 0.01
+    assert group_of[id(model.fc.bias)]["weight_decay"] == 0.0  # no decay on biases ...
+    assert group_of[id(model.backbone.bn1.weight)]["weight_decay"] == 0.0  # ... and norm weights
+
+
+def test_backbone_lr_mult_zero_freezes_backbone_weights_only(tiny_folder, tmp_path):
+    states = run_policy(tiny_folder, tmp_path, "finetune.backbone_lr_mult=0", "optim.weight_decay=0", "train.epochs=1")
+    moved = changed(states[0], states[-1], "backbone.")
+    assert moved and all("running_" in k for k in moved)  # BN statistics still adapt; weights do not
+    assert changed(states[0], states[-1], "fc.")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["finetune.strategy=partial"], "frozen_stages >= 0"),
+    (["finetune.frozen_stages=1"], "strategy=partial"),
+    (["finetune.strategy=partial", "finetune.frozen_stages=9"], "stages 0..3"),
+    (["finetune.unfreeze_at={1: [7]}"], "unfreeze_at.1"),
+])
+def test_policy_errors(tiny_folder, tmp_path, overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        make_trainer(tiny_folder, tmp_path / "run", *overrides).setup()
+
+
+def test_grad_accumulation_matches_big_batch(tiny_folder, tmp_path):
+    # frozen BN: batch statistics would otherwise differ between 2x4 and 1x8 images.
+    common = ["model.backbone.norm=frozen_bn", "train.epochs=1", "data.scale=[1.0, 1.0]", "model.label_smoothing=0"]
+    make_trainer(tiny_folder, tmp_path / "big", *common, "train.batch_size=8").fit()
+    make_trainer(tiny_folder, tmp_path / "acc", *common, "train.batch_size=4", "train.grad_accum=2").fit()
+    a, b = weights(tmp_path / "big/checkpoints/last.pt"), weights(tmp_path / "acc/checkpoints/last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
