@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value")
     zoo = sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features)")
-    zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
+    zoo.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return parser
 
 
@@ -145,17 +145,16 @@ def _write_csv(results: list[dict], path: Path) -> None:
             writer.writerow([r["image"], best["label"], best["prob"], ";".join(f"{t['label']}:{t['prob']:.4f}" for t in r["topk"])])
 
 
-def cmd_zoo(args) -> int:
-    from .backbone.zoo import zoo_main
-
-    return zoo_main(args.zoo_args)
-
-
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "zoo": cmd_zoo}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``resvision`` console script and of ``tools/*.py``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["zoo"]:  # the zoo parses its own options (argparse.REMAINDER drops a leading --flag)
+        from .backbone.zoo import zoo_main
+
+        return zoo_main(argv[1:])
     args = build_parser().parse_args(argv)
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 talks
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")

@@ -86,7 +86,7 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
 def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str, cols: int = 6) -> Path:
     """Images (HxWx3 uint8, or HxW) in a grid with a caption under each."""
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.7 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):

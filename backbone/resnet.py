@@ -157,7 +157,7 @@ class Bottleneck(nn.Module):
                  se: bool = False, stride_in_1x1: bool = False) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
-        stride_1x1, stride_3x3 = (stride, 1)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, width, stride_1x1)
         self.bn1 = norm_layer(width)
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
@@ -266,6 +266,10 @@ class ResNet(Backbone):
     Outputs ``c2 ... c{S+1}`` after the S stages (``layer1 ... layerS``; conv2_x ... conv5_x in He et
     al. 2016, Table 1) and optionally ``c1``, the stem activation before max-pooling (stride 2),
     which U-Net style decoders use.
+
+    Stages deeper than the deepest requested output are still built, so that full torchvision / timm
+    checkpoints load strictly, but are not run. Under DDP their parameters then get no gradient:
+    freeze them (``frozen_stages``) or use ``find_unused_parameters=True``.
 
     Args:
         cfg: Architecture hyper-parameters.

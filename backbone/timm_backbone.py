@@ -184,7 +184,8 @@ def _create(timm: Any, model_name: str, **kwargs: Any) -> nn.Module:
         with _hub_offline():
             return timm.create_model(model_name, features_only=True, **kwargs)
     except TypeError as exc:
-        raise ConfigError(f"timm.create_model({model_name!r}) rejected the options: {str(exc).splitlines()[0]}") from exc
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"timm.create_model({model_name!r}) rejected the options: {reason}") from exc
 
 
 def _probe_feature_info(timm: Any, model_name: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:

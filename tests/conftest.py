@@ -8,7 +8,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# One thread: the suite's tensors are small, and with two OpenMP threads on two cores any other
+# process on the machine makes small convolutions 10-30x slower (threads spin-wait for each other).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from resvision.backbone import Backbone, FeatureSpec, build_backbone, list_backbones, register_backbone
 from resvision.backbone.base import count_parameters
-from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS, ShortcutA
+from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS, ShortcutA, SqueezeExcite
 from resvision.errors import ConfigError
 
 TORCHVISION_NAMES = list(TORCHVISION_ARCHS)
@@ -137,6 +137,19 @@ def test_custom_options_take_effect() -> None:
     assert net.layer2[0].conv1.stride == (2, 2) and net.layer2[0].conv2.stride == (1, 1)
     assert net.layer1[0].se is not None
     assert [s.name for s in net.feature_specs] == ["c2", "c3"]
+
+
+def test_squeeze_excite_gates_channels() -> None:
+    torch.manual_seed(0)
+    se = SqueezeExcite(32)
+    x = torch.randn(2, 32, 5, 5)
+    gate = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
+    torch.testing.assert_close(se(x), x * gate)
+    plain = count_parameters(build_backbone("custom", block="basic", layers=[1, 1], widths=[16, 32], stem="cifar"))
+    with_se = count_parameters(build_backbone("custom", block="basic", layers=[1, 1], widths=[16, 32], stem="cifar",
+                                              se=True))
+    # One SE per block: fc1 (C*8 + 8) + fc2 (8*C + C), with C = 16 and 32 (at least 8 hidden units).
+    assert with_se - plain == (16 * 8 + 8 + 8 * 16 + 16) + (32 * 8 + 8 + 8 * 32 + 32)
 
 
 @pytest.mark.parametrize("name", ["timm:resnet18", "timm:mobilenetv3_small_050"])

@@ -1,0 +1,487 @@
+#!/usr/bin/env python
+"""Speed benchmarks of resvision; every figure is a ratio against a reference timed in the same run.
+
+Usage: ``python tools/benchmark.py [--output docs/benchmarks.md] [--quick] [--only NAME ...]``
+(``make bench`` writes docs/benchmarks.md). Benchmarks: ``trainer`` (Trainer loop vs a bare PyTorch
+loop), ``reference`` (Trainer loop vs torchvision's reference classification loop), ``pipeline``
+(JPEG decode + augmentation vs torchvision.transforms.v2) and ``inference`` (ResNet-50 eager /
+channels_last / torch.compile vs this machine's fp32 matmul rate).
+
+Method: the variants being compared run in alternating windows (A, B, A, B, ...) after one
+discarded warm-up window each, so slow drifts of the machine (other processes, thermals) hit both
+sides alike; each side's figure is the median of its windows' throughputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+THREADS = 2
+BENCHMARKS = ("trainer", "reference", "pipeline", "inference")
+COMMAND = ".venv/bin/python tools/benchmark.py"
+LR = 0.01
+
+
+# ------------------------------------------------------------------------------------ measurement
+def alternate(variants: dict[str, Callable[[], float]], windows: int, warmup: int = 1,
+              clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Run every variant once per round, round after round, and return each one's window rates.
+
+    Args:
+        variants: name -> function that runs one window and returns the units it processed (images, FLOPs).
+        windows: measured rounds; ``warmup`` rounds before them are run and discarded.
+        clock: seconds (injectable for tests).
+
+    Returns:
+        name -> ``windows`` rates in units per second, in run order.
+    """
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(warmup + windows):
+        for name, run in variants.items():
+            start = clock()
+            units = run()
+            rate = units / (clock() - start)
+            if round_ >= warmup:
+                rates[name].append(rate)
+            if log:
+                tag = "warm-up" if round_ < warmup else f"window {round_ - warmup + 1}/{windows}"
+                log(f"  {name:>14} {tag}: {rate:,.2f}/s")
+    return rates
+
+
+@dataclass
+class Comparison:
+    """``a`` against ``b``: window medians, their ratio and the spread of the per-round ratios."""
+
+    a: float
+    b: float
+    ratio: float
+    low: float
+    high: float
+    windows: int
+
+
+def compare(rates: dict[str, list[float]], a: str, b: str) -> Comparison:
+    """Median of ``a``'s windows / median of ``b``'s; ``low``-``high`` = range of round-by-round ratios."""
+    pairs = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+    med_a, med_b = statistics.median(rates[a]), statistics.median(rates[b])
+    return Comparison(med_a, med_b, med_a / med_b, min(pairs), max(pairs), len(pairs))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Settings:
+    quick: bool
+
+    def pick(self, full, quick):
+        return quick if self.quick else full
+
+    @property
+    def command(self) -> str:
+        return COMMAND + (" --quick" if self.quick else "")
+
+
+# ------------------------------------------------------------------------------- training loops
+@dataclass
+class TrainCase:
+    arch: str
+    size: int
+    batch: int
+    classes: int
+    steps: int  # optimizer steps per window
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch} {self.size}x{self.size}, batch {self.batch}, {self.steps} steps/window"
+
+
+def _first(items):
+    """Collate for a dataset whose items are whole pre-made batches (DataLoader batch_size=1)."""
+    return items[0]
+
+
+def _make_trainer(case: TrainCase, batches, run_dir: Path):
+    """A real ``resvision.Trainer`` whose task serves the pre-made batches (no decoding, no collation)."""
+    from resvision import Trainer, load_config
+    from resvision.tasks.classification.task import ClassificationTask
+
+    class PremadeTask(ClassificationTask):
+        def build_datasets(self):
+            self.classes = [str(i) for i in range(case.classes)]
+            items = [(x, y, torch.arange(len(y))) for x, y in batches]
+            return items, items[:1]
+
+        def collate_fn(self):
+            return _first
+
+    cfg = load_config("classification", [
+        f"model.backbone.name={case.arch}", f"model.num_classes={case.classes}", "model.label_smoothing=0.0",
+        "model.dropout=0.0", f"data.image_size={case.size}", "train.batch_size=1", "train.num_workers=0",
+        "train.epochs=100000", "train.progress=false", "train.log_every=1000000000", "train.device=cpu",
+        "train.amp='off'", "optim.name=momentum", f"optim.lr={LR}", "optim.momentum=0.9", "optim.weight_decay=1.0e-4",
+        "sched.name=cosine", "sched.warmup_epochs=0", f"output={run_dir}",
+    ])
+    trainer = Trainer(cfg, task=PremadeTask(cfg))
+    trainer.setup()
+    return trainer
+
+
+def _bare_loop(model, batches):
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
+    model.train()
+
+    def window() -> int:
+        for x, y in batches:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        return sum(len(y) for _, y in batches)
+
+    return window
+
+
+class _Meter:
+    """Windowed median + global average, the way torchvision's reference ``SmoothedValue`` keeps them."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.total, self.count = 0.0, 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.values.append(value)
+        self.total += value * n
+        self.count += n
+
+    def __str__(self) -> str:
+        median = torch.tensor(list(self.values)).median().item()
+        return f"{median:.4f} ({self.total / max(self.count, 1):.4f})"
+
+
+def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> list[torch.Tensor]:
+    """Percent of rows whose target is among the k highest logits, for each k."""
+    with torch.inference_mode():
+        _, pred = output.topk(max(topk), dim=1, largest=True, sorted=True)
+        hit = pred.t().eq(target[None])
+        return [hit[:k].flatten().sum(dtype=torch.float32) * (100.0 / target.size(0)) for k in topk]
+
+
+def _torchvision_loop(model, batches, print_freq: int = 10):
+    """The per-step logic of torchvision's references/classification/train.py ``train_one_epoch``.
+
+    forward, criterion, zero_grad, backward, step, top-1/5 accuracy, ``.item()`` into the meters
+    every step, and the MetricLogger's iteration/data timing with a formatted log line every
+    ``print_freq`` steps (written to an in-memory sink, so terminal I/O is not timed).
+    """
+    criterion = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
+    sink = io.StringIO()
+
+    def window() -> int:
+        model.train()
+        meters = {k: _Meter() for k in ("loss", "lr", "acc1", "acc5", "img/s", "time", "data")}
+        end = time.time()
+        for i, (image, target) in enumerate(batches):
+            meters["data"].update(time.time() - end)
+            start = time.time()
+            output = model(image)
+            opt.zero_grad()
+            loss = criterion(output, target)
+            loss.backward()
+            opt.step()
+            acc1, acc5 = _topk_accuracy(output, target)
+            n = image.shape[0]
+            meters["loss"].update(loss.item())
+            meters["lr"].update(opt.param_groups[0]["lr"])
+            meters["acc1"].update(acc1.item(), n=n)
+            meters["acc5"].update(acc5.item(), n=n)
+            meters["img/s"].update(n / (time.time() - start))
+            meters["time"].update(time.time() - end)
+            if i % print_freq == 0 or i == len(batches) - 1:
+                eta = meters["time"].total / meters["time"].count * (len(batches) - i)
+                sink.write(f"[{i}/{len(batches)}] eta {eta:.0f}s " + "  ".join(f"{k}: {m}" for k, m in meters.items()) + "\n")
+            end = time.time()
+        sink.seek(0)
+        sink.truncate()
+        return sum(len(y) for _, y in batches)
+
+    return window
+
+
+def _training_variants(case: TrainCase, run_dir: Path) -> dict[str, Callable[[], int]]:
+    """The Trainer, the bare loop and the torchvision-reference loop on one shared list of batches."""
+    from resvision.backbone import build_backbone
+    from resvision.tasks.classification import ImageClassifier
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(case.batch, 3, case.size, case.size, generator=g),
+                torch.randint(0, case.classes, (case.batch,), generator=g)) for _ in range(case.steps)]
+    trainer = _make_trainer(case, batches, run_dir)
+    variants = {"resvision": lambda: (trainer.train_one_epoch(), case.steps * case.batch)[1]}
+    for name, loop in (("bare", _bare_loop), ("torchvision-ref", _torchvision_loop)):
+        model = ImageClassifier(build_backbone(case.arch), case.classes)
+        model.load_state_dict(trainer.model.state_dict())  # same architecture, same starting weights
+        variants[name] = loop(model, batches)
+    return variants
+
+
+_TRAINING_RATES: dict[bool, list[tuple[TrainCase, dict[str, list[float]]]]] = {}
+
+
+def _training_rates(s: Settings) -> list[tuple[TrainCase, dict[str, list[float]]]]:
+    """One three-way alternation per case (resvision, bare, torchvision-ref), shared by both training sections."""
+    if s.quick not in _TRAINING_RATES:
+        cases = [TrainCase("resnet18", 224, 16, 1000, s.pick(3, 2)), TrainCase("resnet20", 32, 128, 10, s.pick(6, 3))]
+        results = []
+        with tempfile.TemporaryDirectory(prefix="resvision-bench-") as tmp:
+            for case in cases:
+                _log(f"[training] {case.label}")
+                results.append((case, alternate(_training_variants(case, Path(tmp) / case.arch), s.pick(5, 3), log=_log)))
+        _TRAINING_RATES[s.quick] = results
+    return _TRAINING_RATES[s.quick]
+
+
+def _compare_table(first: str, second: str, rows: list[tuple[str, Comparison]], target: float | None) -> list[str]:
+    goal = f" target ≥ {target} |" if target else ""
+    lines = [f"| case | {first} img/s (median) | {second} img/s (median) | {first} ÷ {second} | round ratios min–max | windows |{goal}",
+             "|---|---:|---:|---:|---:|---:|" + ("---|" if target else "")]
+    for label, c in rows:
+        met = (" met |" if c.ratio >= target else " **not met** |") if target else ""
+        lines.append(f"| {label} | {c.a:.2f} | {c.b:.2f} | **{c.ratio:.3f}** | {c.low:.3f}–{c.high:.3f} | {c.windows} |{met}")
+    return lines
+
+
+_TRAINER_TEXT = (
+    "`resvision` is `Trainer.train_one_epoch()` after `Trainer.setup()`: DataLoader (num_workers=0) + "
+    "DistributedSampler over a dataset whose items are the pre-made batches (DataLoader batch_size=1 and a collate "
+    "that unwraps the item: no decoding, no per-sample collation), `ClassificationTask.training_step`, the "
+    "finite-loss check, the per-step loss `float()`s, timm's `momentum` optimizer (SGD, momentum 0.9, no Nesterov) "
+    "over the fine-tuning param groups (weight decay 1e-4 on weights, 0 on norms and biases), "
+    "`scheduler.step_update` (timm cosine) every step and the callbacks' step event (metrics rows every 1e9 steps; "
+    "checkpoints are written per epoch, outside this loop; progress bar off).")
+_OTHER_TEXT = {
+    "bare": "`bare` is `for x, y in batches: opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward(); "
+            "opt.step()` with `torch.optim.SGD(model.parameters(), momentum=0.9, weight_decay=1e-4)`.",
+    "torchvision-ref": "`torchvision-ref` re-implements the per-step logic of torchvision's "
+            "`references/classification/train.py::train_one_epoch` (forward, criterion, zero_grad, backward, step, "
+            "top-1/5 accuracy, `.item()` into MetricLogger-style meters every step, a formatted log line every 10 "
+            "steps into an in-memory sink; no gradient clipping, AMP or EMA) with `torch.optim.SGD` over "
+            "`model.parameters()` (momentum 0.9, weight decay 1e-4).",
+}
+
+
+def bench_training(s: Settings, name: str) -> list[str]:
+    other, target, title = {
+        "trainer": ("bare", 0.97, "Trainer overhead vs a bare PyTorch loop"),
+        "reference": ("torchvision-ref", 1.0, "Trainer vs torchvision's reference classification loop"),
+    }[name]
+    rows = [(case.label, compare(rates, "resvision", other)) for case, rates in _training_rates(s)]
+    return [f"## {title}", "", _TRAINER_TEXT + " " + _OTHER_TEXT[other],
+            f"All three loops (resvision, bare, torchvision-ref) run in one alternation, in that order each round, "
+            f"on separate copies of the same `ImageClassifier(build_backbone(arch), classes)` with identical "
+            f"starting weights, the same list of random-normal batches, lr {LR}, fp32, {THREADS} threads; this "
+            "section and the other training section come from the same windows.", "",
+            *_compare_table("resvision", other, rows, target), "",
+            f"Command: `{s.command} --only {name}` (runs the same three-way alternation)"]
+
+
+# ------------------------------------------------------------------------------- input pipeline
+def _write_jpegs(root: Path, count: int) -> None:
+    """``count`` real-photo JPEGs (~500x375, crops of scikit-image's bundled colour photos) in class folders."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    photos = {n: getattr(skimage.data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket",
+                                                       "hubble_deep_field", "immunohistochemistry", "retina")}
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        name = list(photos)[i % len(photos)]
+        pixels = photos[name]
+        h, w = pixels.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        size = (500, 375) if i % 4 else (375, 500)  # mostly landscape, some portrait
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR).save(folder / f"{i:04d}.jpg", quality=90)
+
+
+def bench_pipeline(s: Settings) -> list[str]:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets as tv_datasets
+    from torchvision.transforms import v2
+
+    from resvision.datasets import build_classification_datasets, classification_transforms
+
+    count, batch = s.pick(256, 64), 32
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resvision-bench-jpeg-") as tmp:
+        root = Path(tmp)
+        _write_jpegs(root, count)
+        ours, _ = build_classification_datasets("folder", train=root, val=root,
+                                                train_transform=classification_transforms(True, 224),
+                                                val_transform=classification_transforms(False, 224))
+        theirs = tv_datasets.ImageFolder(str(root), v2.Compose([
+            v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), v2.ColorJitter(0.4, 0.4, 0.4),
+            v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]))
+        for workers in (0, 2):
+            def epoch(dataset, workers=workers):
+                loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers, persistent_workers=False)
+                return sum(len(images) for images, _ in loader)
+
+            _log(f"[pipeline] num_workers={workers}")
+            rates = alternate({"resvision": lambda: epoch(ours), "torchvision": lambda: epoch(theirs)}, s.pick(5, 3), log=_log)
+            rows.append((f"{count} JPEGs, batch {batch}, num_workers={workers}", compare(rates, "resvision", "torchvision")))
+    lines = _compare_table("resvision", "torchvision", rows, None)
+    return ["## Input pipeline: JPEG decode + augmentation", "",
+            f"{count} real photos (random crops of scikit-image's bundled colour photos, resized to 500x375 or 375x500, "
+            "JPEG quality 90, 7 class folders) read through a `DataLoader(batch_size=32, shuffle=False, "
+            "persistent_workers=False)`; one window = one full pass, worker start-up included (as in the Trainer, "
+            "which does not keep workers between epochs). `resvision`: `build_classification_datasets(\"folder\", ...)` "
+            "train set with `classification_transforms(True, 224)` (Pillow decode + EXIF transpose, albumentations "
+            "RandomResizedCrop / HorizontalFlip / ColorJitter(0.4, 0.4, 0.4) / Normalize, per-sample reseeding). "
+            "`torchvision`: `torchvision.datasets.ImageFolder` (Pillow) + `transforms.v2` RandomResizedCrop(224) / "
+            "RandomHorizontalFlip / ColorJitter(0.4, 0.4, 0.4) on the PIL image, then ToImage / ToDtype / Normalize.",
+            "", *lines, "", f"Command: `{s.command} --only pipeline`"]
+
+
+# ------------------------------------------------------------------------------------ inference
+def bench_inference(s: Settings) -> list[str]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from resvision.backbone import build_backbone
+    from resvision.tasks.classification import ImageClassifier
+
+    batch, reps, n = 16, s.pick(2, 1), 2048
+    torch.manual_seed(0)
+    model = ImageClassifier(build_backbone("resnet50"), 1000).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x[:1])
+    flops_per_image = counter.get_total_flops()  # 2 x multiply-accumulates of convolutions and the fc
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+
+    def images(fn, inputs):
+        def window() -> int:
+            with torch.inference_mode():
+                for _ in range(reps):
+                    fn(inputs)
+            return reps * batch
+        return window
+
+    def matmul() -> float:
+        for _ in range(s.pick(10, 5)):
+            torch.mm(a, b, out=out)
+        return s.pick(10, 5) * 2.0 * n**3
+
+    variants = {"eager": images(model, x), "channels_last": images(model_cl, x_cl)}
+    compile_note = ""
+    try:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)  # compile outside the windows; the warm-up round then runs it once more
+        compile_note = f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first window."
+        variants["torch.compile"] = images(compiled, x)
+    except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        compile_note = f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
+    variants["fp32 matmul"] = matmul
+    _log(f"[inference] resnet50 224x224 batch {batch}; {compile_note}")
+    rates = alternate(variants, s.pick(5, 3), log=_log)
+    peak = statistics.median(rates["fp32 matmul"])
+    eager = statistics.median(rates["eager"])
+    lines = ["| variant | img/s (median) | GFLOP/s | fraction of matmul rate | ÷ eager | windows |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in variants:
+        if name == "fp32 matmul":
+            continue
+        med = statistics.median(rates[name])
+        lines.append(f"| {name} | {med:.2f} | {med * flops_per_image / 1e9:.1f} | **{med * flops_per_image / peak:.3f}** "
+                     f"| {med / eager:.3f} | {len(rates[name])} |")
+    lines.append(f"| fp32 `torch.mm` {n}x{n} (reference) | – | {peak / 1e9:.1f} | 1 | – | {len(rates['fp32 matmul'])} |")
+    return ["## Inference: ResNet-50 against this machine's matmul rate", "",
+            f"`ImageClassifier(build_backbone(\"resnet50\"), 1000)` in eval mode under `torch.inference_mode()`, "
+            f"batch {batch} at 224x224, {reps} batch(es) per window; {flops_per_image / 1e9:.2f} GFLOP per image "
+            "(2 x multiply-accumulates counted by `torch.utils.flop_counter.FlopCounterMode`). The reference is "
+            f"`torch.mm` of two {n}x{n} fp32 matrices ({s.pick(10, 5)} per window, 2·{n}³ FLOP each), alternated with "
+            "the model windows; 'fraction of matmul rate' = model FLOP/s ÷ matmul FLOP/s. `channels_last` converts "
+            "the model and the input; `torch.compile` compiles the default-layout eager model.", "",
+            *lines, "", compile_note, "", f"Command: `{s.command} --only inference`"]
+
+
+# --------------------------------------------------------------------------------------- report
+def machine_header(started: datetime.datetime, seconds: float, quick: bool, load: tuple[float, float]) -> list[str]:
+    import torchvision
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown") if Path("/proc/cpuinfo").exists() else platform.processor()
+    return ["# Benchmarks", "",
+            f"Written by `{COMMAND} --output docs/benchmarks.md{' --quick' if quick else ''}` (what `make bench` runs) "
+            f"on {started:%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min.", "",
+            f"- Machine: {cpu}, {os.cpu_count()} logical cores, Linux {platform.release()}",
+            f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
+            f"- `torch.set_num_threads({THREADS})`; DataLoader workers run 1 torch thread each (PyTorch default)",
+            f"- 1-minute load average when the run started / ended: {load[0]:.2f} / {load[1]:.2f}", "",
+            "**How to read it.** Every figure is a ratio of two things timed in the same process and run. "
+            "The variants run in alternating windows (A, B, A, B, ...; one discarded warm-up window each); a "
+            "side's throughput is the median of its windows, the ratio is median ÷ median, and 'round ratios "
+            "min–max' is the range of the ratios of the windows of each round, a direct view of the noise: "
+            "a ratio whose range straddles 1 is a tie. Throughputs are of this machine only; ratios carry "
+            "over better than absolute numbers. Each section ends with the command that reproduces it.", ""]
+
+
+RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
+           "pipeline": bench_pipeline, "inference": bench_inference}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, help="write the markdown report here (default: print only)")
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller windows: a sanity run, not figures to quote")
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    os.environ.setdefault("RESVISION_OFFLINE", "1")
+    settings, started, t0 = Settings(args.quick), datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    load_start = os.getloadavg()[0]
+    sections = []
+    for name in args.only or BENCHMARKS:
+        section = RUNNERS[name](settings)
+        print("\n".join(section) + "\n", flush=True)
+        sections.append("\n".join(section))
+    header = machine_header(started, time.perf_counter() - t0, args.quick, (load_start, os.getloadavg()[0]))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
