@@ -104,6 +104,23 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _claim_run_dir(self) -> None:
+        """Never overwrite a finished or interrupted run: an explicit ``--output`` that holds one is
+        an error; a default ``runs/<task>/<name>`` moves on to ``<name>-2``, ``<name>-3``, ...
+        Written only after the model and data were built, so a bad config leaves no directory."""
+        if self.resume:
+            return
+        taken = lambda d: (d / "checkpoints" / "last.pt").exists()  # noqa: E731
+        if self.cfg.output and taken(self.run_dir):
+            raise UserError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
+        name = self.cfg.name
+        for i in range(2, 10_000):
+            if not taken(self.cfg.run_dir):
+                break
+            self.cfg.name = f"{name}-{i}"
+        self.cfg.name = dist_utils.broadcast_object(self.cfg.name)
+        self.run_dir = self.cfg.run_dir
         if dist_utils.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
@@ -175,6 +192,7 @@ class Trainer:
         self._build_loaders()  # first: the data decides the number of classes
         self._build_model()
         if for_training:
+            self._claim_run_dir()
             self._build_optimization()
             if self.resume:
                 self._load_resume(self.resume)

@@ -8,7 +8,7 @@ from conftest import tiny_overrides
 
 from resvision import Trainer, load_config
 from resvision.engine import Callback, TrainingDiverged, load_checkpoint
-from resvision.errors import CheckpointError, ConfigError
+from resvision.errors import CheckpointError, ConfigError, UserError
 
 
 def make_trainer(root, run_dir, *extra, **kw):
@@ -209,3 +209,94 @@ def test_grad_accumulation_matches_big_batch(tiny_folder, tmp_path):
     a, b = weights(tmp_path / "big/checkpoints/last.pt"), weights(tmp_path / "acc/checkpoints/last.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
+
+
+def test_existing_run_is_never_overwritten(tiny_folder, tmp_path):
+    make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
+    before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
+    assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
+    # Without an explicit output directory the run moves on to <name>-2.
+    cfg = load_config("classification", tiny_overrides(tiny_folder, tmp_path, "output=null", f"output_dir={tmp_path}",
+                                                       "name=exp", "train.epochs=1"))
+    first, second = Trainer(cfg), Trainer(load_config("classification", tiny_overrides(
+        tiny_folder, tmp_path, "output=null", f"output_dir={tmp_path}", "name=exp", "train.epochs=1")))
+    first.fit(), second.fit()
+    assert first.run_dir == tmp_path / "classification/exp" and second.run_dir == tmp_path / "classification/exp-2"
+    assert load_config(second.run_dir / "config.yaml").name == "exp-2"
+
+
+def test_bad_config_leaves_no_run_directory(tmp_path):
+    with pytest.raises(UserError):
+        Trainer(load_config("classification", ["data.format=folder", f"data.root={tmp_path}/missing",
+                                               f"output={tmp_path}/run"])).fit()
+    assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping(tiny_folder, tmp_path):
+    # lr = 0: nothing changes, so the metric never improves after the first evaluation.
+    trainer = make_trainer(tiny_folder, tmp_path / "run", "optim.lr=0", "train.epochs=6", "train.early_stop_patience=2",
+                           "train.monitor=num_samples")
+    trainer.fit()
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["epochs"] == 3 and report["best_epoch"] == 1
+
+
+def test_gradient_clipping_bounds_the_update(tiny_folder, tmp_path):
+    snap = Snapshot()
+    clip, lr = 1e-3, 0.05
+    make_trainer(tiny_folder, tmp_path / "run", f"train.clip_grad={clip}", "train.max_iters=1", "optim.weight_decay=0",
+                 callbacks=[snap]).fit()
+    before, after = snap.states[0], snap.states[-1]
+    trainable = [k for k in before if before[k].is_floating_point() and "running_" not in k and "num_batches" not in k]
+    step = torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in trainable))
+    # timm's "sgd" is Nesterov SGD: the first step is lr * (1 + momentum) * clipped gradient,
+    # whose global norm is <= clip. Unclipped, this step is orders of magnitude larger.
+    assert lr * clip * 0.5 < float(step) <= lr * clip * 1.9 * 1.001
+
+
+def test_schedules_follow_their_formulas():
+    import math
+
+    from resvision.config import SchedConfig
+    from resvision.engine.optim import build_scheduler
+
+    def lrs(sched, total=20, per_epoch=4):
+        opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}], lr=1.0)
+        scheduler = build_scheduler(opt, sched, per_epoch, total)
+        out = []
+        for step in range(total):
+            out.append(opt.param_groups[0]["lr"])
+            scheduler.step_update(step + 1)
+        return out
+
+    # Warmup over 1 epoch (4 updates) from 0.1, then cosine over all 20 updates; lr_scale 0.5 applied.
+    got = lrs(SchedConfig(name="cosine", warmup_epochs=1, warmup_lr=0.1, min_lr=0.0))
+    assert got[0] == pytest.approx(0.5 * 0.1)
+    assert got[2] == pytest.approx(0.5 * (0.1 + 2 * (1.0 - 0.1) / 4))
+    assert got[10] == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
+    # Step: x0.1 every 2 epochs (8 updates), no warmup.
+    got = lrs(SchedConfig(name="step", decay_epochs=2, decay_rate=0.1))
+    assert got[7] == pytest.approx(0.5) and got[8] == pytest.approx(0.05) and got[16] == pytest.approx(0.005)
+    # Poly with power 2: (1 - t/T)^2.
+    got = lrs(SchedConfig(name="poly", decay_rate=2.0))
+    assert got[5] == pytest.approx(0.5 * (1 - 5 / 20) ** 2, rel=1e-6)
+
+
+def test_amp_resolution_on_cpu():
+    from resvision.engine.trainer import resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None  # bf16 matmul on CPU is slower: off unless asked
+    assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("fp16", cpu) is torch.float16
+    assert resolve_amp("off", cpu) is None
+
+
+def test_channels_last_gives_the_same_predictions(tiny_folder, tmp_path):
+    make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
+    ckpt = tmp_path / "run/checkpoints/last.pt"
+    plain = make_trainer(tiny_folder, tmp_path / "a")
+    fast = make_trainer(tiny_folder, tmp_path / "b", "train.channels_last=true")
+    assert plain.evaluate(ckpt) == fast.evaluate(ckpt)
+    assert fast.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
