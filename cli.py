@@ -7,6 +7,7 @@ print one line ``error: ...`` on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ def _common(parser: argparse.ArgumentParser, needs_checkpoint: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resvision", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="resvision", description="Fine-tune and evaluate ResNet models: classification and detection on one engine."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fine-tune a model; writes a run directory")
     _common(train, needs_checkpoint=False)
@@ -39,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="key=value")
     predict = sub.add_parser("predict", help="run a checkpoint on images or folders")
     _common(predict, needs_checkpoint=True)
-    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--topk", type=int, help="classification: classes per image (default 5)")
+    predict.add_argument("--score-thresh", type=float, help="detection: minimum score (default 0.5)")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value")
     zoo = sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features)")
@@ -98,15 +102,20 @@ def cmd_predict(args) -> int:
     cfg = _load_cfg(args, state.get("config"))
     task = build_task(cfg)
     check_compatible(state, args.checkpoint, cfg.task, cfg.model.backbone.name)
-    task.classes = state.get("meta", {}).get("classes") or task.classes
+    task.load_meta(state.get("meta", {}))
     cfg.model.backbone.pretrained = None  # the checkpoint has every weight
     model = task.build_model()
     load_model_state(model, state.get("ema") or state["model"], args.checkpoint)
     model.eval()
     paths, folders = _expand_inputs(args.inputs)
-    results = task.predict(model, paths, topk=args.topk)
     out = Path(args.output or Path(args.checkpoint).resolve().parent.parent / "predict")
     out.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in (("topk", args.topk), ("score_thresh", args.score_thresh)) if v is not None}
+    accepted = inspect.signature(task.predict).parameters
+    for name in options:
+        if name not in accepted:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to task {cfg.task}")
+    results = task.predict(model, paths, out_dir=out, **options)
     (out / "predictions.json").write_text(json.dumps(results, indent=2))
     if folders:
         _write_csv(results, out / "predictions.csv")

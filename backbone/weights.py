@@ -21,7 +21,7 @@ from resvision.backbone.base import Backbone
 from resvision.errors import WeightsError
 
 __all__ = ["LoadReport", "load_pretrained", "read_state_dict", "unwrap_state_dict", "is_offline",
-           "torchvision_weights_url", "torchvision_cache_path", "timm_weights_file", "sha256_file"]
+           "torchvision_weights_url", "torchvision_cache_path", "fetch_url", "timm_weights_file", "sha256_file"]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -187,7 +187,7 @@ def torchvision_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _fetch_url(url: str, path: Path, what: str) -> Path:
+def fetch_url(url: str, path: Path, what: str) -> Path:
     """Returns the cached file for ``url``, downloading it unless offline."""
     if path.is_file():
         return path
@@ -206,7 +206,7 @@ def _fetch_url(url: str, path: Path, what: str) -> Path:
 
 def _load_torchvision(backbone: Backbone, arch: str, weights: str) -> LoadReport:
     url = torchvision_weights_url(arch, weights)
-    path = _fetch_url(url, torchvision_cache_path(url), f"torchvision weights {arch} {weights}")
+    path = fetch_url(url, torchvision_cache_path(url), f"torchvision weights {arch} {weights}")
     return load_state_dict_strict(backbone, read_state_dict(path), f"torchvision:{weights} ({path})")
 
 
@@ -232,7 +232,7 @@ def timm_weights_file(model_name: str) -> Path:
     if cfg.hf_hub_id:
         return _hf_file(cfg.hf_hub_id, model_name, cfg.hf_hub_filename)
     if cfg.url:
-        return _fetch_url(cfg.url, torchvision_cache_path(cfg.url), f"timm weights {model_name}")
+        return fetch_url(cfg.url, torchvision_cache_path(cfg.url), f"timm weights {model_name}")
     raise WeightsError(f"timm weights {model_name} have no download location; pass a local file instead")
 
 

@@ -39,3 +39,31 @@ __all__ = [
     "read_image",
     "split_samples",
 ]
+
+# Detection data (COCO / VOC adapters, the built-in shapes demo, box-aware transforms).
+from resvision.datasets.coco import load_coco  # noqa: E402
+from resvision.datasets.detection import (  # noqa: E402
+    DetectionData,
+    DetectionDataset,
+    DetectionSample,
+    detection_collate,
+)
+from resvision.datasets.detection_transforms import DetectionAlbumentations, detection_transforms  # noqa: E402
+from resvision.datasets.shapes import SHAPES_CLASSES, load_shapes, shapes_dataset  # noqa: E402
+from resvision.datasets.voc import VOC_CLASSES, difficult_as_crowd, load_voc  # noqa: E402
+
+__all__ += [
+    "SHAPES_CLASSES",
+    "VOC_CLASSES",
+    "DetectionAlbumentations",
+    "DetectionData",
+    "DetectionDataset",
+    "DetectionSample",
+    "detection_collate",
+    "detection_transforms",
+    "difficult_as_crowd",
+    "load_coco",
+    "load_shapes",
+    "load_voc",
+    "shapes_dataset",
+]

@@ -1,8 +1,8 @@
 """The fine-tuning policy, parameter groups, optimizer and schedule — the same for every task.
 
-The policy (which stages train, BN statistics, per-stage learning rates) is applied to
-``model.backbone`` (a registry Backbone) and never to task heads, so a detector and a classifier
-are fine-tuned with the same controls.
+The policy (which stages train, BN statistics, per-stage learning rates) is applied to the
+task's registry Backbone (``task.backbone_of(model)``) and never to necks or heads, so a detector
+and a classifier are fine-tuned with the same controls.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from ..config import FinetuneConfig, OptimConfig, SchedConfig
 from ..errors import ConfigError
 
 
-def apply_finetune_policy(model: nn.Module, policy: FinetuneConfig) -> None:
+def apply_finetune_policy(backbone: nn.Module, policy: FinetuneConfig) -> None:
     """Freeze backbone stages and BN statistics as the policy says (call before building the optimizer).
 
     ``linear_probe`` freezes the whole backbone with frozen BN statistics, so only the task head
     learns (the standard probe of self-supervised / transfer papers); ``partial`` freezes the stem
     and stages ``1..frozen_stages``; ``full`` trains everything.
     """
-    backbone = model.backbone
     num_stages = len(backbone.stage_modules())
     if policy.strategy == "partial" and policy.frozen_stages < 0:
         raise ConfigError("finetune.strategy=partial needs finetune.frozen_stages >= 0 (0 = stem only)")
@@ -53,7 +52,7 @@ def stages_to_unfreeze(policy: FinetuneConfig, epoch: int) -> list[int]:
     return sorted(set(policy.unfreeze_at.get(epoch, [])))
 
 
-def param_groups(model: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> list[dict[str, Any]]:
     """Group parameters by (learning-rate scale, weight decay).
 
     Frozen parameters are included so that scheduled unfreezing only has to flip
@@ -63,9 +62,9 @@ def param_groups(model: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -
     Each group carries ``lr_scale``, which timm's schedulers multiply into the scheduled LR (so the
     group's own ``lr`` stays the base LR: setting both would scale twice).
     """
-    stages = model.backbone.stage_modules()
+    stages = backbone.stage_modules()
     stage_of = {id(p): i for i, stage in enumerate(stages) for p in stage.parameters()}
-    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    backbone_ids = {id(p) for p in backbone.parameters()}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for param in model.parameters():
         scale = 1.0
@@ -80,11 +79,11 @@ def param_groups(model: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -
     ]
 
 
-def build_optimizer(model: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> torch.optim.Optimizer:
     """Any timm optimizer (sgd, adamw, lamb, ...) over :func:`param_groups`."""
     extra = {"momentum": optim.momentum} if optim.name.lower().endswith(("sgd", "momentum", "lars", "lamb")) else {}
     try:
-        return create_optimizer_v2(param_groups(model, policy, optim), opt=optim.name, lr=optim.lr, **extra)
+        return create_optimizer_v2(param_groups(model, backbone, policy, optim), opt=optim.name, lr=optim.lr, **extra)
     except (ValueError, AssertionError, KeyError) as err:
         raise ConfigError(f"optim.name={optim.name!r}: {str(err).splitlines()[0]}") from None
 

@@ -128,7 +128,8 @@ class Trainer:
     def _build_model(self) -> None:
         seed_everything(self.cfg.train.seed)  # same initial weights on every rank
         self.model = self.task.build_model()
-        apply_finetune_policy(self.model, self.cfg.finetune)
+        self.backbone = self.task.backbone_of(self.model)
+        apply_finetune_policy(self.backbone, self.cfg.finetune)
         self.model.to(self.device)
         if self.cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -178,7 +179,7 @@ class Trainer:
         per_epoch = updates_per_epoch(len(self.train_loader), train.grad_accum)
         self.total_updates = total_updates(train.epochs, per_epoch, train.max_iters)
         self.epochs = epochs_for(self.total_updates, per_epoch) if train.max_iters else train.epochs
-        self.optimizer = build_optimizer(self.model, self.cfg.finetune, self.cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.backbone, self.cfg.finetune, self.cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, per_epoch, self.total_updates)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -239,7 +240,7 @@ class Trainer:
         log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
 
     def unfreeze(self, stages: list[int]) -> None:
-        self.model.backbone.unfreeze_stages(stages)
+        self.backbone.unfreeze_stages(stages)
         self.model.train(self.model.training)
         if hasattr(self, "train_model"):
             self._wrap_model()

@@ -12,6 +12,7 @@ from .base import Evaluator, Task
 # choose which code is imported.
 _TASK_MODULES = {
     "classification": "resvision.tasks.classification",
+    "detection": "resvision.tasks.detection",
 }
 
 

@@ -39,6 +39,9 @@ class Evaluator:
     def compute(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_meta` saved (predicting without the training data)."""
+
     def write_report(self, run_dir: str | Path) -> None:
         """Write JSON/CSV/PNG files under ``run_dir`` (rank 0 only)."""
 
@@ -64,6 +67,10 @@ class Task:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
+    def backbone_of(self, model: nn.Module) -> nn.Module:
+        """The registry Backbone inside ``model`` (the fine-tuning policy acts on it alone)."""
+        return model.backbone
+
     def build_datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
         raise NotImplementedError
 
@@ -84,6 +91,9 @@ class Task:
     def checkpoint_meta(self) -> dict[str, Any]:
         """Extra facts stored in checkpoints (class names...), needed to predict without the data."""
         return {}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_meta` saved (predicting without the training data)."""
 
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: Evaluator) -> None:
         evaluator.write_report(run_dir)

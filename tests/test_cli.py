@@ -58,3 +58,19 @@ def test_tools_script_exits_2(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--task", "classification", "nope=1"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: unknown config key 'nope'")
+
+
+def test_offline_pretrained_weights_error_names_file(tmp_path, capsys):
+    code = main(["train", "--task", "classification", "--output", str(tmp_path / "run"), "model.backbone.name=resnet18",
+                 "model.backbone.pretrained=torchvision:IMAGENET1K_V1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "resnet18-f37072fd.pth" in err and "download.pytorch.org" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    assert main(["eval", "--task", "classification", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: cannot read checkpoint {bad}")

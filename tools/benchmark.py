@@ -96,6 +96,10 @@ class Settings:
         return quick if self.quick else full
 
     @property
+    def windows(self) -> int:
+        return self.pick(5, 2)
+
+    @property
     def command(self) -> str:
         return COMMAND + (" --quick" if self.quick else "")
 
@@ -250,12 +254,12 @@ _TRAINING_RATES: dict[bool, list[tuple[TrainCase, dict[str, list[float]]]]] = {}
 def _training_rates(s: Settings) -> list[tuple[TrainCase, dict[str, list[float]]]]:
     """One three-way alternation per case (resvision, bare, torchvision-ref), shared by both training sections."""
     if s.quick not in _TRAINING_RATES:
-        cases = [TrainCase("resnet18", 224, 16, 1000, s.pick(3, 2)), TrainCase("resnet20", 32, 128, 10, s.pick(6, 3))]
+        cases = [TrainCase("resnet18", 224, 16, 1000, 1), TrainCase("resnet20", 32, 128, 10, s.pick(2, 1))]
         results = []
         with tempfile.TemporaryDirectory(prefix="resvision-bench-") as tmp:
             for case in cases:
                 _log(f"[training] {case.label}")
-                results.append((case, alternate(_training_variants(case, Path(tmp) / case.arch), s.pick(5, 3), log=_log)))
+                results.append((case, alternate(_training_variants(case, Path(tmp) / case.arch), s.windows, log=_log)))
         _TRAINING_RATES[s.quick] = results
     return _TRAINING_RATES[s.quick]
 
@@ -351,7 +355,7 @@ def bench_pipeline(s: Settings) -> list[str]:
                 return sum(len(images) for images, _ in loader)
 
             _log(f"[pipeline] num_workers={workers}")
-            rates = alternate({"resvision": lambda: epoch(ours), "torchvision": lambda: epoch(theirs)}, s.pick(5, 3), log=_log)
+            rates = alternate({"resvision": lambda: epoch(ours), "torchvision": lambda: epoch(theirs)}, s.windows, log=_log)
             rows.append((f"{count} JPEGs, batch {batch}, num_workers={workers}", compare(rates, "resvision", "torchvision")))
     lines = _compare_table("resvision", "torchvision", rows, None)
     return ["## Input pipeline: JPEG decode + augmentation", "",
@@ -367,13 +371,26 @@ def bench_pipeline(s: Settings) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ inference
+def _try_compile(model, x):
+    """``(compiled model, note)``, or ``(None, the error's last line)`` when compiling fails here."""
+    try:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)  # compile outside the windows; the warm-up round then runs it once more
+    except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        return None, f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
+    return compiled, f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first window."
+
+
 def bench_inference(s: Settings) -> list[str]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from resvision.backbone import build_backbone
     from resvision.tasks.classification import ImageClassifier
 
-    batch, reps, n = 16, s.pick(2, 1), 2048
+    batch, n, mms = 16, 2048, s.pick(10, 5)
     torch.manual_seed(0)
     model = ImageClassifier(build_backbone("resnet50"), 1000).eval()
     x = torch.randn(batch, 3, 224, 224)
@@ -388,31 +405,24 @@ def bench_inference(s: Settings) -> list[str]:
     def images(fn, inputs):
         def window() -> int:
             with torch.inference_mode():
-                for _ in range(reps):
-                    fn(inputs)
-            return reps * batch
+                fn(inputs)
+            return batch
         return window
 
     def matmul() -> float:
-        for _ in range(s.pick(10, 5)):
+        for _ in range(mms):
             torch.mm(a, b, out=out)
-        return s.pick(10, 5) * 2.0 * n**3
+        return mms * 2.0 * n**3
 
     variants = {"eager": images(model, x), "channels_last": images(model_cl, x_cl)}
-    compile_note = ""
-    try:
-        compiled = torch.compile(model)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            compiled(x)  # compile outside the windows; the warm-up round then runs it once more
-        compile_note = f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first window."
+    compiled, compile_note = None, "torch.compile: skipped under --quick (compiling takes over a minute on 2 cores)."
+    if not s.quick:
+        compiled, compile_note = _try_compile(model, x)
+    if compiled is not None:
         variants["torch.compile"] = images(compiled, x)
-    except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        compile_note = f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
     variants["fp32 matmul"] = matmul
     _log(f"[inference] resnet50 224x224 batch {batch}; {compile_note}")
-    rates = alternate(variants, s.pick(5, 3), log=_log)
+    rates = alternate(variants, s.windows, log=_log)
     peak = statistics.median(rates["fp32 matmul"])
     eager = statistics.median(rates["eager"])
     lines = ["| variant | img/s (median) | GFLOP/s | fraction of matmul rate | ÷ eager | windows |",
@@ -426,26 +436,29 @@ def bench_inference(s: Settings) -> list[str]:
     lines.append(f"| fp32 `torch.mm` {n}x{n} (reference) | – | {peak / 1e9:.1f} | 1 | – | {len(rates['fp32 matmul'])} |")
     return ["## Inference: ResNet-50 against this machine's matmul rate", "",
             f"`ImageClassifier(build_backbone(\"resnet50\"), 1000)` in eval mode under `torch.inference_mode()`, "
-            f"batch {batch} at 224x224, {reps} batch(es) per window; {flops_per_image / 1e9:.2f} GFLOP per image "
+            f"batch {batch} at 224x224, one batch per window; {flops_per_image / 1e9:.2f} GFLOP per image "
             "(2 x multiply-accumulates counted by `torch.utils.flop_counter.FlopCounterMode`). The reference is "
-            f"`torch.mm` of two {n}x{n} fp32 matrices ({s.pick(10, 5)} per window, 2·{n}³ FLOP each), alternated with "
+            f"`torch.mm` of two {n}x{n} fp32 matrices ({mms} per window, 2·{n}³ FLOP each), alternated with "
             "the model windows; 'fraction of matmul rate' = model FLOP/s ÷ matmul FLOP/s. `channels_last` converts "
             "the model and the input; `torch.compile` compiles the default-layout eager model.", "",
             *lines, "", compile_note, "", f"Command: `{s.command} --only inference`"]
 
 
 # --------------------------------------------------------------------------------------- report
-def machine_header(started: datetime.datetime, seconds: float, quick: bool, load: tuple[float, float]) -> list[str]:
+def machine_header(command: str, started: datetime.datetime, seconds: float, load: tuple[float, float]) -> list[str]:
     import torchvision
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown") if Path("/proc/cpuinfo").exists() else platform.processor()
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info if line.startswith(key)), "")  # noqa: E731
+    flags = set(field("flags").split())
+    simd = ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags) or "unknown"
     return ["# Benchmarks", "",
-            f"Written by `{COMMAND} --output docs/benchmarks.md{' --quick' if quick else ''}` (what `make bench` runs) "
-            f"on {started:%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min.", "",
-            f"- Machine: {cpu}, {os.cpu_count()} logical cores, Linux {platform.release()}",
+            f"Written by `{command}` on {started:%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min "
+            "(`make bench` runs it with `--output docs/benchmarks.md`).", "",
+            f"- Machine: {field('model name') or platform.processor() or 'unknown CPU'} ({simd}), "
+            f"{os.cpu_count()} logical cores, Linux {platform.release()}",
             f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
-            f"- `torch.set_num_threads({THREADS})`; DataLoader workers run 1 torch thread each (PyTorch default)",
+            f"- `torch.set_num_threads({THREADS})`; DataLoader workers run 1 torch thread each (PyTorch's default)",
             f"- 1-minute load average when the run started / ended: {load[0]:.2f} / {load[1]:.2f}", "",
             "**How to read it.** Every figure is a ratio of two things timed in the same process and run. "
             "The variants run in alternating windows (A, B, A, B, ...; one discarded warm-up window each); a "
@@ -475,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         section = RUNNERS[name](settings)
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))
-    header = machine_header(started, time.perf_counter() - t0, args.quick, (load_start, os.getloadavg()[0]))
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    header = machine_header(command, started, time.perf_counter() - t0, (load_start, os.getloadavg()[0]))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")

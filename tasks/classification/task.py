@@ -126,6 +126,9 @@ class ClassificationTask(Task):
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"classes": list(self.classes or [])}
 
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        self.classes = meta.get("classes") or self.classes
+
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
@@ -188,8 +191,10 @@ class ClassificationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], topk: int = 5, batch_size: int = 32) -> list[dict[str, Any]]:
-        """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
+    def predict(self, model: nn.Module, paths: list[str], out_dir: Path | None = None, topk: int = 5,
+                batch_size: int = 32) -> list[dict[str, Any]]:
+        """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``
+        (``out_dir`` is unused: the caller writes the JSON / CSV)."""
         device = next(model.parameters()).device
         transform = self.transforms(False)
         names = self.classes or []

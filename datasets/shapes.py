@@ -1,0 +1,296 @@
+"""Built-in detection demo data that needs no download: filled shapes on cluttered backgrounds.
+
+:func:`shapes_dataset` draws a small, deterministic detection dataset once and writes it as real
+files in *both* common formats, so the demo runs exactly the code paths a user's own data takes:
+
+* COCO: ``annotations/instances_{train,val}.json`` + ``images/{train,val}/<name>.jpg``. Category ids
+  are deliberately non-contiguous (circle 1, square 3, triangle 7), as in COCO itself (1..90 with gaps),
+  so the id <-> label mapping is exercised.
+* VOC: ``VOC/Annotations/<name>.xml`` (1-based inclusive pixel coordinates), ``VOC/JPEGImages/<name>.jpg``,
+  ``VOC/ImageSets/Main/{train,val}.txt``.
+
+Images are 128..160 px a side (JPEG, quality 90), with 1..4 objects of 16..60 px each (rotated squares
+and triangles, circles; random colours, little overlap) over a gradient + low-frequency texture +
+noise background crossed by lines, arcs and dots in random colours, so that colour alone does not
+find the objects. Boxes are the tight bounds of each object's *visible* pixels. Objects whose box is
+smaller than 20 px on its longer side are marked ``difficult`` (in the VOC files, and with the same
+non-standard ``"difficult"`` key in the COCO files, so both formats carry the same flags).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+from resvision.datasets.coco import load_coco
+from resvision.datasets.demo import default_cache_dir
+from resvision.datasets.detection import DetectionData
+from resvision.datasets.voc import load_voc
+from resvision.errors import ConfigError
+
+__all__ = ["SHAPES_CATEGORY_IDS", "SHAPES_CLASSES", "SHAPES_SPLITS", "load_shapes", "shapes_dataset"]
+
+log = logging.getLogger("resvision")
+
+SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+SHAPES_CATEGORY_IDS: tuple[int, ...] = (1, 3, 7)  # non-contiguous on purpose (module docstring)
+SHAPES_SPLITS: dict[str, int] = {"train": 300, "val": 100}  # images per split
+
+_SEED = 0
+_IMAGE_SIDE = (128, 160)  # inclusive range of width and height, px
+_OBJECT_SIDE = (16, 60)  # inclusive range of the drawn extent, px
+_OBJECTS_PER_IMAGE = (1, 4)
+_DIFFICULT_BELOW = 20  # px: a box whose longer side is shorter than this is "difficult"
+_MAX_SHARED = 0.25  # an object may cover at most this fraction of the smaller box of any other
+_MIN_CONTRAST = 90  # minimum L1 distance (0..765) between an object's colour and the background under it
+_JPEG_QUALITY = 90
+
+
+def shapes_dataset(cache_dir: str | Path | None = None) -> Path:
+    """Return the root of the shapes detection dataset, writing it on first use (a few seconds).
+
+    The tree is built in a temporary sibling directory and moved into place with one ``os.replace``
+    (as :func:`~resvision.datasets.demo.digits_folder`), so an interrupted or concurrent first run never
+    leaves a partial dataset. Every byte is a function of the fixed seed: two generations are identical.
+
+    Args:
+        cache_dir: Cache root; default :func:`~resvision.datasets.demo.default_cache_dir`.
+
+    Returns:
+        ``<cache>/shapes`` with ``annotations/``, ``images/`` (COCO) and ``VOC/``; 300 train / 100 val images.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / "shapes"
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".shapes-", dir=root))
+    try:
+        _write_shapes(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race with another process: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote the shapes detection demo dataset to %s", target)
+    return target
+
+
+def load_shapes(split: str, fmt: str = "coco", cache_dir: str | Path | None = None) -> DetectionData:
+    """Load a split of :func:`shapes_dataset` through the ordinary COCO or VOC loader.
+
+    Both formats give the same boxes, labels (circle 1, square 2, triangle 3) and flags; ``category_ids``
+    are ``[1, 3, 7]`` for COCO and ``[1, 2, 3]`` for VOC; image ids differ (COCO: file id, VOC: position).
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+        fmt: ``"coco"`` or ``"voc"``.
+        cache_dir: Cache root (see :func:`shapes_dataset`).
+
+    Raises:
+        ConfigError: Unknown ``split`` or ``fmt``.
+    """
+    if split not in SHAPES_SPLITS:
+        raise ConfigError(f"unknown shapes split {split!r} (choose from {', '.join(map(repr, SHAPES_SPLITS))})")
+    root = shapes_dataset(cache_dir)
+    if fmt == "coco":
+        return load_coco(root / "annotations" / f"instances_{split}.json", root / "images" / split)
+    if fmt == "voc":
+        return load_voc(root / "VOC", split, classes=SHAPES_CLASSES)
+    raise ConfigError(f"unknown shapes format {fmt!r} (choose from 'coco', 'voc')")
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _write_shapes(out: Path) -> None:
+    """Write both formats of every split into ``out``."""
+    for folder in ("annotations", "VOC/Annotations", "VOC/JPEGImages", "VOC/ImageSets/Main"):
+        (out / folder).mkdir(parents=True)
+    first = 0
+    for split, count in SHAPES_SPLITS.items():
+        (out / "images" / split).mkdir(parents=True)
+        images, annotations = [], []
+        names = [f"{index:06d}" for index in range(first, first + count)]
+        for index, name in enumerate(names, start=first):
+            pixels, objects = _draw_image(np.random.default_rng([_SEED, index]))
+            jpeg = io.BytesIO()
+            Image.fromarray(pixels).save(jpeg, format="JPEG", quality=_JPEG_QUALITY)
+            (out / "images" / split / f"{name}.jpg").write_bytes(jpeg.getvalue())
+            (out / "VOC" / "JPEGImages" / f"{name}.jpg").write_bytes(jpeg.getvalue())
+            height, width = pixels.shape[:2]
+            images.append({"id": index + 1, "file_name": f"{name}.jpg", "width": width, "height": height})
+            for obj in objects:
+                annotations.append(_coco_annotation(obj, len(annotations) + 1, index + 1))
+            _write_voc_xml(out / "VOC" / "Annotations" / f"{name}.xml", name, width, height, objects)
+        first += count
+        coco = {
+            "info": {"description": "resvision shapes detection demo", "version": "1"},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": n, "supercategory": "shape"}
+                           for i, n in zip(SHAPES_CATEGORY_IDS, SHAPES_CLASSES)],
+        }
+        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco), encoding="utf-8")
+        (out / "VOC" / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+
+
+def _coco_annotation(obj: dict[str, Any], ann_id: int, image_id: int) -> dict[str, Any]:
+    x1, y1, x2, y2 = obj["box"]
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": SHAPES_CATEGORY_IDS[obj["class"]],
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": obj["area"],  # visible pixels, as COCO's area is the mask's
+        "iscrowd": 0,
+        "difficult": int(obj["difficult"]),
+    }
+
+
+def _write_voc_xml(path: Path, name: str, width: int, height: int, objects: list[dict[str, Any]]) -> None:
+    """One VOC annotation file; box corners become 1-based inclusive pixel indices."""
+    node = ET.Element("annotation")
+    ET.SubElement(node, "folder").text = "VOC"
+    ET.SubElement(node, "filename").text = f"{name}.jpg"
+    size = ET.SubElement(node, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(node, "segmented").text = "0"
+    for obj in objects:
+        x1, y1, x2, y2 = obj["box"]
+        item = ET.SubElement(node, "object")
+        ET.SubElement(item, "name").text = SHAPES_CLASSES[obj["class"]]
+        ET.SubElement(item, "pose").text = "Unspecified"
+        touches_border = x1 == 0 or y1 == 0 or x2 == width or y2 == height
+        ET.SubElement(item, "truncated").text = str(int(touches_border))
+        ET.SubElement(item, "difficult").text = str(int(obj["difficult"]))
+        box = ET.SubElement(item, "bndbox")
+        # continuous [x1, x2) pixels -> 1-based inclusive indices: xmin = x1 + 1, xmax = x2
+        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(box, tag).text = str(value)
+    ET.indent(node)
+    ET.ElementTree(node).write(path, encoding="utf-8", xml_declaration=False)
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+
+def _draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """``(pixels (H, W, 3) uint8, objects)``; each object: class index, integer box, area, difficult."""
+    width, height = (int(v) for v in rng.integers(_IMAGE_SIDE[0], _IMAGE_SIDE[1] + 1, size=2))
+    canvas = _background(rng, height, width)
+    masks: list[np.ndarray] = []
+    classes: list[int] = []
+    for _ in range(int(rng.integers(_OBJECTS_PER_IMAGE[0], _OBJECTS_PER_IMAGE[1] + 1))):
+        for _attempt in range(20):
+            cls = int(rng.integers(len(SHAPES_CLASSES)))
+            mask = _shape_mask(rng, cls, height, width)
+            if all(_shared(mask, other) <= _MAX_SHARED for other in masks):
+                break
+        else:
+            continue  # no room left: fewer objects
+        canvas[mask] = _contrasting_colour(rng, canvas[mask])
+        masks.append(mask)
+        classes.append(cls)
+    pixels = np.clip(canvas + _noise(rng, canvas.shape, 4.0), 0, 255).astype(np.uint8)  # over objects too
+    objects = []
+    for i, (mask, cls) in enumerate(zip(masks, classes)):
+        visible = mask.copy()
+        for later in masks[i + 1:]:
+            visible &= ~later
+        ys, xs = np.nonzero(visible)
+        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        longer = max(box[2] - box[0], box[3] - box[1])
+        objects.append({"class": cls, "box": box, "area": int(visible.sum()), "difficult": longer < _DIFFICULT_BELOW})
+    return pixels, objects
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A ``(H, W, 3)`` float32 canvas: colour gradient + blurred-noise texture + line / arc / dot clutter."""
+    angle = rng.uniform(0, 2 * math.pi)
+    xs = np.arange(width, dtype=np.float32) * math.cos(angle)
+    ys = np.arange(height, dtype=np.float32) * math.sin(angle)
+    t = ys[:, None] + xs[None, :]
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    start, end = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    canvas = start + t[..., None] * (end - start)
+    coarse = rng.standard_normal(size=(int(rng.integers(4, 12)), int(rng.integers(4, 12)), 3), dtype=np.float32)
+    canvas += np.float32(rng.uniform(10, 40)) * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    canvas += _noise(rng, canvas.shape, rng.uniform(3, 12))
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    n_lines, n_arcs, n_dots = int(rng.integers(3, 10)), int(rng.integers(1, 4)), int(rng.integers(5, 30))
+    colours = [tuple(c) for c in rng.integers(0, 256, size=(n_lines + n_arcs + n_dots, 3)).tolist()]
+    places = rng.integers(0, (width, height), size=(2 * n_lines + n_arcs + n_dots, 2)).tolist()
+    sizes = rng.integers(0, 1000, size=(n_lines + n_arcs + n_dots, 3)).tolist()  # reduced per use below
+    for i in range(n_lines):
+        draw.line([tuple(places[2 * i]), tuple(places[2 * i + 1])], fill=colours[i], width=1 + sizes[i][0] % 3)
+    for i in range(n_lines, n_lines + n_arcs):
+        (x, y), r = places[n_lines + i], 8 + sizes[i][0] % 32
+        start_deg = sizes[i][1] % 360
+        draw.arc([x - r, y - r, x + r, y + r], start_deg, start_deg + 40 + sizes[i][2] % 160,
+                 fill=colours[i], width=1 + sizes[i][0] % 2)
+    for i in range(n_lines + n_arcs, n_lines + n_arcs + n_dots):
+        (x, y), r = places[n_lines + i], 1 + sizes[i][0] % 3
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colours[i])
+    return np.asarray(image).astype(np.float32)
+
+
+def _shape_mask(rng: np.random.Generator, cls: int, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool mask of one filled shape of class ``cls`` at a random size, place and rotation."""
+    side = int(rng.integers(_OBJECT_SIDE[0], _OBJECT_SIDE[1] + 1))
+    x0 = int(rng.integers(0, width - side + 1))
+    y0 = int(rng.integers(0, height - side + 1))
+    cx, cy, r = x0 + side / 2, y0 + side / 2, side / 2
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    if SHAPES_CLASSES[cls] == "circle":
+        draw.ellipse([x0, y0, x0 + side - 1, y0 + side - 1], fill=1)
+    else:
+        corners = 4 if SHAPES_CLASSES[cls] == "square" else 3
+        turn = rng.uniform(0, 2 * math.pi / corners)
+        angles = turn + 2 * math.pi * np.arange(corners) / corners
+        # vertices on the circle of radius r: the shape never leaves its side x side square
+        draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles], fill=1)
+    return np.asarray(mask, dtype=bool)
+
+
+def _shared(mask: np.ndarray, other: np.ndarray) -> float:
+    """Overlap of two masks as a fraction of the smaller one."""
+    return float((mask & other).sum()) / max(min(int(mask.sum()), int(other.sum())), 1)
+
+
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A random RGB colour at least :data:`_MIN_CONTRAST` (L1) from the mean of the pixels it covers."""
+    mean = under.mean(axis=0)
+    colour = rng.uniform(0, 255, size=3)
+    for _ in range(20):
+        if np.abs(colour - mean).sum() >= _MIN_CONTRAST:
+            break
+        colour = rng.uniform(0, 255, size=3)
+    return colour
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """Zero-mean uniform noise of standard deviation ``std`` (float32), from random bytes.
+
+    Random bytes are several times faster than Gaussian draws, and the look is the same here.
+    """
+    raw = np.frombuffer(rng.bytes(math.prod(shape)), dtype=np.uint8).reshape(shape).astype(np.float32)
+    return (raw - np.float32(127.5)) * np.float32(std / 73.9)  # a uniform byte has std 73.9

@@ -1,0 +1,121 @@
+"""Faster R-CNN + FPN from torchvision's parts around any registry backbone.
+
+The module tree mirrors torchvision's ``fasterrcnn_resnet50_fpn`` (``backbone.body``,
+``backbone.fpn``, ``rpn``, ``roi_heads``), so its state dict loads strictly into our
+resnet50-FPN detector. Necks and heads are sized from the backbone's ``feature_specs``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from ...backbone import Backbone
+from ...errors import ConfigError
+
+
+class FPNBackbone(nn.Module):
+    """Registry backbone -> torchvision FPN with an extra max-pooled level (Lin et al. 2017, P6).
+
+    Outputs an OrderedDict with the backbone's feature names (e.g. ``c2..c5``) plus ``"pool"``,
+    each with ``out_channels`` channels.
+    """
+
+    def __init__(self, body: Backbone, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork([s.channels for s in body.feature_specs], out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels  # read by torchvision's RPN / RoI heads
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s.name for s in self.body.feature_specs]
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """(N, 3, H, W) -> {name: (N, out_channels, H/s, W/s)} for every level, finest first."""
+        return self.fpn(OrderedDict(self.body(x)))
+
+
+@dataclass
+class DetectorSettings:
+    """Faster R-CNN hyper-parameters (torchvision's defaults; Ren et al. 2015, Lin et al. 2017)."""
+
+    fpn_channels: int = 256
+    anchor_sizes: list[list[int]] = field(default_factory=lambda: [[32], [64], [128], [256], [512]])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    min_size: int = 800
+    max_size: int = 1333
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    representation_size: int = 1024
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+
+
+def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettings) -> FasterRCNN:
+    """Faster R-CNN with FPN on ``body``.
+
+    Args:
+        body: registry backbone; every declared feature feeds the FPN.
+        num_classes: object classes + 1 (label 0 is background, torchvision's convention).
+        settings: anchors, sizes, sampling and post-processing.
+
+    Returns:
+        torchvision's ``FasterRCNN`` (train mode: ``model(images, targets) -> losses``;
+        eval mode: ``model(images) -> [{"boxes", "labels", "scores"}]`` in input-image pixels).
+    """
+    backbone = FPNBackbone(body, settings.fpn_channels)
+    levels = len(backbone.feature_names) + 1  # + the max-pooled level
+    if len(settings.anchor_sizes) != levels:
+        raise ConfigError(
+            f"model.anchor_sizes has {len(settings.anchor_sizes)} levels but the FPN has {levels} "
+            f"({', '.join(backbone.feature_names)}, pool)"
+        )
+    anchors = AnchorGenerator(
+        sizes=tuple(tuple(s) for s in settings.anchor_sizes), aspect_ratios=(tuple(settings.aspect_ratios),) * levels
+    )
+    roi_pool = MultiScaleRoIAlign(featmap_names=backbone.feature_names, output_size=7, sampling_ratio=2)
+    head = TwoMLPHead(settings.fpn_channels * 7 * 7, settings.representation_size)
+    return FasterRCNN(
+        backbone,
+        min_size=settings.min_size,
+        max_size=settings.max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=settings.rpn_pre_nms_top_n_train,
+        rpn_pre_nms_top_n_test=settings.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=settings.rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=settings.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=settings.rpn_batch_size_per_image,
+        rpn_positive_fraction=settings.rpn_positive_fraction,
+        box_roi_pool=roi_pool,
+        box_head=head,
+        box_predictor=FastRCNNPredictor(settings.representation_size, num_classes),
+        box_batch_size_per_image=settings.box_batch_size_per_image,
+        box_positive_fraction=settings.box_positive_fraction,
+        box_score_thresh=settings.box_score_thresh,
+        box_nms_thresh=settings.box_nms_thresh,
+        box_detections_per_img=settings.box_detections_per_img,
+    )
+
+
+def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:
+    """torchvision's COCO_V1 detector weights were trained with FrozenBatchNorm eps = 0
+    (``overwrite_eps`` in torchvision); using 1e-5 with them shifts every activation slightly."""
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            module.eps = eps

@@ -1,0 +1,228 @@
+"""Detection task: config schema, COCO / VOC / built-in shapes data, Faster R-CNN glue, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ...backbone import build_backbone
+from ...backbone.weights import fetch_url, read_state_dict, torchvision_cache_path, torchvision_weights_url
+from ...config import BackboneConfig
+from ...datasets import read_image
+from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
+from ...datasets.detection_transforms import detection_transforms
+from ...datasets.shapes import load_shapes
+from ...engine.checkpoint import load_model_state
+from ...errors import ConfigError, WeightsError
+from ...reports import save_image_grid
+from ..base import Task
+from .evaluator import DetectionEvaluator
+from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
+
+log = logging.getLogger("resvision")
+
+
+@dataclass
+class DetectionModelConfig(DetectorSettings):
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_classes: int | None = None  # object classes, background excluded; None: from the data
+    pretrained: str | None = None  # whole detector: torchvision:COCO_V1 (resnet50 only) or a file
+
+
+@dataclass
+class DetectionDataConfig:
+    format: Literal["shapes", "coco", "voc"] = "shapes"
+    shapes_format: Literal["coco", "voc"] = "coco"  # which copy of the built-in set the adapters read
+    root: str | None = None  # VOC: the folder with Annotations/, JPEGImages/, ImageSets/; shapes: cache dir
+    train_annotations: str | None = None  # COCO instances JSON
+    train_images: str | None = None
+    val_annotations: str | None = None
+    val_images: str | None = None
+    train_split: str = "train"  # VOC ImageSets/Main/<split>.txt
+    val_split: str = "val"
+    classes: list[str] | None = None
+    keep_empty: bool = True  # images without objects stay in training as negatives
+    hflip: float = 0.5
+    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    color_jitter: float = 0.2
+    min_visibility: float = 0.3  # boxes cut below this visible fraction by augmentation are dropped
+
+
+class DetectionTask(Task):
+    name = "detection"
+    ModelConfig = DetectionModelConfig
+    DataConfig = DetectionDataConfig
+    default_config = "detection/fasterrcnn_resnet18_shapes"
+    main_metric = "bbox_AP"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.classes: list[str] | None = cfg.data.classes
+        self.category_ids: list[int] | None = None
+
+    def backbone_of(self, model: nn.Module) -> nn.Module:
+        return model.backbone.body
+
+    # ------------------------------------------------------------------ data
+    def load_data(self, split: Literal["train", "val"]) -> DetectionData:
+        """Read one split with the configured adapter (the built-in set goes through the same adapters)."""
+        d = self.cfg.data
+        keep = d.keep_empty or split == "val"  # never drop evaluation images
+        if d.format == "shapes":
+            return load_shapes(split, fmt=d.shapes_format, cache_dir=d.root)
+        if d.format == "coco":
+            ann, images = (d.train_annotations, d.train_images) if split == "train" else (d.val_annotations, d.val_images)
+            if not ann or not images:
+                raise ConfigError(f"data.format=coco needs data.{split}_annotations and data.{split}_images")
+            return load_coco(ann, images, classes=d.classes, keep_empty=keep)
+        if not d.root:
+            raise ConfigError("data.format=voc needs data.root (the folder holding Annotations/ and JPEGImages/)")
+        return load_voc(d.root, d.train_split if split == "train" else d.val_split, classes=d.classes, keep_empty=keep)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        d = self.cfg.data
+        train, val = self.load_data("train"), self.load_data("val")
+        if train.classes != val.classes:
+            raise ConfigError(f"train and val class lists differ: {train.classes} vs {val.classes}")
+        self.classes, self.category_ids, self.val_data = train.classes, train.category_ids, val
+        log.info("detection data: %d train / %d val images, %d classes", len(train.samples), len(val.samples), len(train.classes))
+        augment = detection_transforms(True, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
+                                       color_jitter=d.color_jitter, min_visibility=d.min_visibility)
+        seed = self.cfg.train.seed
+        return (DetectionDataset(train, augment, train=True, seed=seed),
+                DetectionDataset(val, detection_transforms(False), train=False, seed=seed))
+
+    def collate_fn(self):
+        return detection_collate
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        if not self.classes and not m.num_classes:
+            raise ConfigError("model.num_classes is unknown: set it or data.classes")
+        if self.classes and m.num_classes and m.num_classes != len(self.classes):
+            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(self.classes)} classes")
+        num_classes = m.num_classes or len(self.classes)
+        b = m.backbone
+        body = build_backbone(b.name, pretrained=b.pretrained, pretrained_sha256=b.pretrained_sha256,
+                              out_features=b.out_features, norm=b.norm, **b.args)
+        settings = DetectorSettings(**{f.name: getattr(m, f.name) for f in dataclasses.fields(DetectorSettings)})
+        model = build_faster_rcnn(body, num_classes + 1, settings)
+        if m.pretrained:
+            load_detector_weights(model, m.pretrained, b.name)
+        return model
+
+    def build_evaluator(self) -> DetectionEvaluator:
+        return DetectionEvaluator(self.val_data.coco_gt, self.val_data.category_ids, self.classes)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"classes": list(self.classes or []), "category_ids": list(self.category_ids or [])}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        self.classes = meta.get("classes") or self.classes
+        self.category_ids = meta.get("category_ids") or self.category_ids
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        return model(images, targets)  # torchvision: loss_classifier, loss_box_reg, loss_objectness, loss_rpn_box_reg
+
+    def evaluation_step(self, model: nn.Module, batch, device: torch.device):
+        images, targets = batch
+        outputs = model([image.to(device, non_blocking=True) for image in images])
+        return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs], targets
+
+    # ------------------------------------------------------------------ reports
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: DetectionEvaluator) -> None:
+        evaluator.write_report(run_dir)
+        samples = self.val_data.samples[:8]
+        by_image: dict[int, list[dict]] = {}
+        for r in evaluator.results:
+            by_image.setdefault(r["image_id"], []).append(r)
+        images, captions = [], []
+        for s in samples:
+            dets = [r for r in by_image.get(s.image_id, []) if r["score"] >= 0.5]
+            boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in dets)]).reshape(-1, 4)
+            names = [self.classes[self.category_ids.index(r["category_id"])] + f" {r['score']:.2f}" for r in dets]
+            images.append(draw_boxes(read_image(s.image_path), s.boxes, boxes, names))
+            captions.append(f"image {s.image_id}: {len(dets)} detections >= 0.5")
+        if images:
+            save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
+                            "Validation predictions (green: ground truth, red: detections >= 0.5)", cols=4)
+
+    # ------------------------------------------------------------------ prediction
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, paths: list[str], out_dir: Path | None = None, score_thresh: float = 0.5) -> list[dict[str, Any]]:
+        """Detections per image file (``box`` = x1, y1, x2, y2 pixels); with ``out_dir``, one PNG per
+        image with the boxes drawn and ``results_coco.json`` (COCO results format, image_id = input order)."""
+        device = next(model.parameters()).device
+        results, coco = [], []
+        for image_id, path in enumerate(paths):
+            rgb = read_image(path)
+            output = model([torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
+            keep = output["scores"] >= score_thresh
+            boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
+            dets = [{"label": self.classes[int(k) - 1], "category_id": self.category_ids[int(k) - 1],
+                     "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
+                    for b, s, k in zip(boxes, scores, labels)]
+            results.append({"image": str(path), "detections": dets})
+            coco += [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
+                      "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]} for d in dets]
+            if out_dir is not None:
+                drawn = draw_boxes(rgb, np.zeros((0, 4)), boxes.numpy(), [f"{d['label']} {d['score']:.2f}" for d in dets])
+                save_image_grid([drawn], [Path(path).name], Path(out_dir) / f"{Path(path).stem}_boxes.png", "", cols=1)
+        if out_dir is not None:
+            (Path(out_dir) / "results_coco.json").write_text(json.dumps(coco))
+        return results
+
+
+def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> np.ndarray:
+    """Ground truth in green, predictions in red with their captions, via torchvision's drawing utility."""
+    from torchvision.utils import draw_bounding_boxes
+
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    if len(truth):
+        image = draw_bounding_boxes(image, torch.as_tensor(truth, dtype=torch.float).reshape(-1, 4), colors="lime", width=1)
+    if len(predicted):
+        image = draw_bounding_boxes(image, torch.as_tensor(predicted, dtype=torch.float).reshape(-1, 4), labels=names,
+                                    colors="red", width=2)
+    return image.permute(1, 2, 0).numpy()
+
+
+def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> None:
+    """Whole-detector weights: ``torchvision:<WEIGHTS>`` of ``fasterrcnn_resnet50_fpn`` or a file
+    (a torchvision state dict or a resvision detection checkpoint). A box predictor of another
+    class count is left freshly initialised (the usual fine-tuning recipe) and said so."""
+    if spec.startswith("torchvision:"):
+        name = spec.split(":", 1)[1]
+        if backbone_name != "resnet50":
+            raise ConfigError(f"model.pretrained={spec} is a resnet50-FPN detector; set model.backbone.name=resnet50")
+        url = torchvision_weights_url("fasterrcnn_resnet50_fpn", name)
+        path = fetch_url(url, torchvision_cache_path(url), f"torchvision detector weights fasterrcnn_resnet50_fpn {name}")
+        state = read_state_dict(path)
+        set_frozen_bn_eps(model, 0.0)  # as torchvision does for these weights
+    else:
+        path, state = spec, read_state_dict(spec)
+        if isinstance(state.get("model"), dict):  # a resvision checkpoint
+            state = state["model"]
+    own = model.state_dict()
+    head = [k for k in state if k.startswith("roi_heads.box_predictor.") and k in own and state[k].shape != own[k].shape]
+    if head:
+        log.info("model.pretrained: %s has another class count; the box predictor starts fresh", path)
+        state = {k: v for k, v in state.items() if k not in head} | {k: own[k] for k in head}
+    try:
+        load_model_state(model, state, path)
+    except Exception as err:  # noqa: BLE001 - re-raise as a weights problem with the same one line
+        raise WeightsError(str(err)) from None
+    log.info("loaded detector weights from %s", path)
