@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: $(STAMP)
 	$(PY) tools/train.py --task classification
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Long end-to-end runs (the default detection training, ~10 min); CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
 
 bench: $(STAMP)
 	$(PY) tools/benchmark.py --output docs/benchmarks.md

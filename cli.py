@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train, needs_checkpoint=False)
     train.add_argument("--resume", nargs="?", const="auto", help="checkpoint to resume (default: the run's last.pt)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
-    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the validation split")
-    _common(evaluate, needs_checkpoint=True)
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint (or a detection results file) on the validation split")
+    _common(evaluate, needs_checkpoint=False)
+    evaluate.add_argument("--checkpoint", help="checkpoint file (.pt) written by `resvision train`")
+    evaluate.add_argument("--predictions", help="detection: a COCO-format results JSON from any detector")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value")
     predict = sub.add_parser("predict", help="run a checkpoint on images or folders")
     _common(predict, needs_checkpoint=True)
@@ -85,12 +87,36 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .engine import Trainer, load_checkpoint
 
+    if args.predictions:
+        return _eval_predictions(args)
+    if not args.checkpoint:
+        raise UserError("give --checkpoint FILE (or --predictions FILE for a detection results file)")
     state = load_checkpoint(args.checkpoint)
     cfg = _load_cfg(args, state.get("config"))
     cfg.output = args.output or str(Path(args.checkpoint).resolve().parent.parent / "eval")
     metrics = Trainer(cfg).evaluate(args.checkpoint)
     print(json.dumps(metrics, indent=2))
     print(f"report: {cfg.run_dir}")
+    return 0
+
+
+def _eval_predictions(args) -> int:
+    """Score a saved results file (COCO format) against the config's validation ground truth."""
+    from .tasks import build_task
+
+    cfg = _load_cfg(args)
+    task = build_task(cfg)
+    task.build_datasets()
+    evaluator = task.build_evaluator()
+    if not hasattr(evaluator, "load_results"):
+        raise UserError(f"--predictions is not supported for task {cfg.task}")
+    evaluator.load_results(args.predictions)
+    metrics = evaluator.compute()
+    out = Path(args.output or Path(args.predictions).resolve().parent / "eval")
+    evaluator.write_report(out)
+    (out / "report.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"report: {out}")
     return 0
 
 

@@ -28,6 +28,23 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Sections shared by every task
 # ---------------------------------------------------------------------------------------------
 @dataclass
+class CustomResNetConfig:
+    """The architecture of ``name: custom`` (ignored for every other name, so swapping
+    ``model.backbone.name`` never trips over it). Meanings as in ``backbone.resnet.ResNetConfig``."""
+
+    block: Literal["basic", "bottleneck"] = "bottleneck"
+    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    widths: list[int] | None = None  # per-stage base widths; None: 64 x 2^i
+    groups: int = 1
+    width_per_group: int = 64
+    stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
+    stem_width: int | None = None
+    se: bool = False  # squeeze-and-excitation in every block
+    shortcut: Literal["A", "B"] = "B"
+    stride_in_1x1: bool = False
+
+
+@dataclass
 class BackboneConfig:
     """Which registry backbone to build (see ``resvision.build_backbone``)."""
 
@@ -36,7 +53,16 @@ class BackboneConfig:
     pretrained_sha256: str | None = None
     out_features: list[str] | None = None  # None: every stage
     norm: Literal["bn", "frozen_bn"] = "bn"
-    args: dict[str, Any] = field(default_factory=dict)  # builder arguments, e.g. custom's block/layers/widths
+    custom: CustomResNetConfig = field(default_factory=CustomResNetConfig)
+    args: dict[str, Any] = field(default_factory=dict)  # extra builder arguments (e.g. timm model kwargs)
+
+    def build(self):
+        """``build_backbone`` with these settings."""
+        from .backbone import build_backbone
+
+        extra = dataclasses.asdict(self.custom) if self.name == "custom" else {}
+        return build_backbone(self.name, pretrained=self.pretrained, pretrained_sha256=self.pretrained_sha256,
+                              out_features=self.out_features, norm=self.norm, **extra, **self.args)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,23 @@ def digits_folder(cache_dir: str | Path | None = None) -> Path:
     Returns:
         ``<cache>/digits``, containing ``train/`` and ``val/``.
     """
+    return write_once("digits", _write_digits, cache_dir)
+
+
+def write_once(name: str, writer: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/<name>``, created by ``writer(staging_dir)`` on first use.
+
+    The writer fills a temporary folder that is then renamed into place, so an interrupted first
+    run never leaves half a dataset and concurrent first runs (DDP ranks) do not collide.
+    """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / "digits"
+    target = root / name
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".digits-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        _write_digits(staging)
+        writer(staging)
         try:
             os.replace(staging, target)
         except OSError:
@@ -68,7 +78,7 @@ def digits_folder(cache_dir: str | Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("wrote the digits demo dataset to %s", target)
+    log.info("wrote the %s demo dataset to %s", name, target)
     return target
 
 

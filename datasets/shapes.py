@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import math
 import os
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -35,14 +32,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from resvision.datasets.coco import load_coco
-from resvision.datasets.demo import default_cache_dir
+from resvision.datasets.demo import write_once
 from resvision.datasets.detection import DetectionData
 from resvision.datasets.voc import load_voc
 from resvision.errors import ConfigError
 
 __all__ = ["SHAPES_CATEGORY_IDS", "SHAPES_CLASSES", "SHAPES_SPLITS", "load_shapes", "shapes_dataset"]
 
-log = logging.getLogger("resvision")
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 SHAPES_CATEGORY_IDS: tuple[int, ...] = (1, 3, 7)  # non-contiguous on purpose (module docstring)
@@ -71,23 +67,7 @@ def shapes_dataset(cache_dir: str | Path | None = None) -> Path:
     Returns:
         ``<cache>/shapes`` with ``annotations/``, ``images/`` (COCO) and ``VOC/``; 300 train / 100 val images.
     """
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / "shapes"
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".shapes-", dir=root))
-    try:
-        _write_shapes(staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not target.is_dir():  # not a lost race with another process: a real failure
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("wrote the shapes detection demo dataset to %s", target)
-    return target
+    return write_once("shapes", _write_shapes, cache_dir)
 
 
 def load_shapes(split: str, fmt: str = "coco", cache_dir: str | Path | None = None) -> DetectionData:

@@ -26,15 +26,6 @@ CUSTOM_CONFIGS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions run ~10x faster on one thread when other jobs share the 2 cores
-    (OpenMP threads spin-wait for each other), so these tests pin one thread and restore it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:

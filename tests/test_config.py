@@ -93,3 +93,13 @@ def test_saved_config_reloads_equal(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert again.run_dir == Path("runs/classification/x")
+
+
+def test_custom_section_applies_only_to_the_custom_backbone():
+    cfg = load_config("detection", ["model.backbone.name=resnet50"])  # the default is `custom`
+    assert cfg.model.backbone.build().feature_specs[-1].channels == 2048
+    cfg = load_config("classification", ["model.backbone.name=custom", "model.backbone.custom.block=basic",
+                                         "model.backbone.custom.layers=[1, 1]", "model.backbone.custom.widths=[8, 16]"])
+    assert [s.channels for s in cfg.model.backbone.build().feature_specs] == [8, 16]
+    with pytest.raises(ConfigError, match="model.backbone.custom.block"):
+        load_config("classification", ["model.backbone.custom.block=wide"])

@@ -97,7 +97,7 @@ def test_classification_checkpoint_initialises_the_detector_backbone(tmp_path, t
     Trainer(load_config("classification", tiny_overrides(tiny_folder, tmp_path / "cls", "model.backbone.name=resnet18",
                                                          "train.epochs=1"))).fit()
     ckpt = tmp_path / "cls/checkpoints/last.pt"
-    task = build_task(small_cfg(tmp_path, f"model.backbone.pretrained={ckpt}"))
+    task = build_task(small_cfg(tmp_path, "model.backbone.name=resnet18", f"model.backbone.pretrained={ckpt}"))
     task.classes, task.category_ids = ["a", "b"], [1, 2]
     model = task.build_model()
     trained = load_checkpoint(ckpt)["model"]

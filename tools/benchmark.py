@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     settings, started, t0 = Settings(args.quick), datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     load_start = os.getloadavg()[0]
     sections = []
-    for name in args.only or BENCHMARKS:
+    for name in dict.fromkeys(args.only or BENCHMARKS):
         section = RUNNERS[name](settings)
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))

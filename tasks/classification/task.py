@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...backbone import build_backbone
 from ...config import BackboneConfig
 from ...datasets import IMAGENET_MEAN, IMAGENET_STD, build_classification_datasets, classification_transforms, read_image
 from ...errors import ConfigError
@@ -108,11 +107,7 @@ class ClassificationTask(Task):
             raise ConfigError("model.num_classes is unknown: set it or data.classes")
         if self.classes and m.num_classes and m.num_classes != len(self.classes):
             raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(self.classes)} classes")
-        b = m.backbone
-        backbone = build_backbone(
-            b.name, pretrained=b.pretrained, pretrained_sha256=b.pretrained_sha256,
-            out_features=b.out_features, norm=b.norm, **b.args,
-        )
+        backbone = m.backbone.build()
         if self.cfg.data.mixup > 0 or self.cfg.data.cutmix > 0:
             from timm.data import Mixup
 

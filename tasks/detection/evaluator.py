@@ -267,6 +267,22 @@ class DetectionEvaluator(Evaluator):
                                      "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                                      "score": score})
 
+    def load_results(self, path: str | Path) -> None:
+        """Take a COCO-format results file from any detector as the state to score
+        (``tools/eval.py --predictions``); every ground-truth image counts, detected or not."""
+        path = Path(path)
+        try:
+            results = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"predictions file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        keys = {"image_id", "category_id", "bbox", "score"}
+        if not isinstance(results, list) or any(not isinstance(r, dict) or not keys <= r.keys() for r in results):
+            raise DataError(f"{path}: expected a JSON list of COCO results with keys {sorted(keys)}")
+        check_results(self.coco_gt, results)
+        self.results, self.image_ids, self._cache = results, sorted(self._gt_image_ids), None
+
     def evaluation(self) -> DetectionEvaluation:
         """The full evaluation of the accumulated state (cached until the state changes)."""
         if self._cache is None:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...backbone import build_backbone
 from ...backbone.weights import fetch_url, read_state_dict, torchvision_cache_path, torchvision_weights_url
 from ...config import BackboneConfig
 from ...datasets import read_image
@@ -61,7 +60,7 @@ class DetectionTask(Task):
     name = "detection"
     ModelConfig = DetectionModelConfig
     DataConfig = DetectionDataConfig
-    default_config = "detection/fasterrcnn_resnet18_shapes"
+    default_config = "detection/fasterrcnn_smallresnet_shapes"
     main_metric = "bbox_AP"
 
     def __init__(self, cfg) -> None:
@@ -112,13 +111,11 @@ class DetectionTask(Task):
         if self.classes and m.num_classes and m.num_classes != len(self.classes):
             raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(self.classes)} classes")
         num_classes = m.num_classes or len(self.classes)
-        b = m.backbone
-        body = build_backbone(b.name, pretrained=b.pretrained, pretrained_sha256=b.pretrained_sha256,
-                              out_features=b.out_features, norm=b.norm, **b.args)
+        body = m.backbone.build()
         settings = DetectorSettings(**{f.name: getattr(m, f.name) for f in dataclasses.fields(DetectorSettings)})
         model = build_faster_rcnn(body, num_classes + 1, settings)
         if m.pretrained:
-            load_detector_weights(model, m.pretrained, b.name)
+            load_detector_weights(model, m.pretrained, m.backbone.name)
         return model
 
     def build_evaluator(self) -> DetectionEvaluator:
@@ -170,7 +167,7 @@ class DetectionTask(Task):
         results, coco = [], []
         for image_id, path in enumerate(paths):
             rgb = read_image(path)
-            output = model([torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
+            output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
             keep = output["scores"] >= score_thresh
             boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
             dets = [{"label": self.classes[int(k) - 1], "category_id": self.category_ids[int(k) - 1],
@@ -191,7 +188,7 @@ def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names:
     """Ground truth in green, predictions in red with their captions, via torchvision's drawing utility."""
     from torchvision.utils import draw_bounding_boxes
 
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # a writable copy
     if len(truth):
         image = draw_bounding_boxes(image, torch.as_tensor(truth, dtype=torch.float).reshape(-1, 4), colors="lime", width=1)
     if len(predicted):
