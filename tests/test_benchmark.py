@@ -1,32 +1,17 @@
-"""The measuring logic of tools/benchmark.py: alternating windows, medians and the ratio."""
-
-import importlib.util
-import sys
-from pathlib import Path
+"""The measuring logic behind tools/benchmark.py: alternating windows, medians and the ratio."""
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def bench():
-    path = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("resvision_tools_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from resvision.benchmarks.measure import alternate, compare
 
 
-def test_alternating_windows_median_and_ratio(bench):
+def test_alternating_windows_median_and_ratio():
     calls = []
     # A does 10 units per window, B 20. Window seconds in call order, the warm-up round (9 s each) first:
-    # A: 1, 5, 2 -> rates 10, 2, 5   -> median 5
+    # A: 1, 5, 2 -> rates 10, 2, 5    -> median 5
     # B: 2, 1, 8 -> rates 10, 20, 2.5 -> median 10
     durations = iter([9, 9, 1, 2, 5, 1, 2, 8])
     now = [0.0]
-
-    def clock():
-        return now[0]
 
     def variant(name, units):
         def run():
@@ -35,11 +20,11 @@ def test_alternating_windows_median_and_ratio(bench):
             return units
         return run
 
-    rates = bench.alternate({"A": variant("A", 10), "B": variant("B", 20)}, windows=3, warmup=1, clock=clock)
+    rates = alternate({"A": variant("A", 10), "B": variant("B", 20)}, windows=3, warmup=1, clock=lambda: now[0])
     assert calls == ["A", "B"] * 4  # strictly alternating, warm-up round included
     assert rates == {"A": [10.0, 2.0, 5.0], "B": [10.0, 20.0, 2.5]}  # warm-up discarded
 
-    c = bench.compare(rates, "A", "B")
+    c = compare(rates, "A", "B")
     assert (c.a, c.b, c.ratio, c.windows) == (5.0, 10.0, 0.5, 3)
-    # round-by-round ratios: 10/10 = 1, 2/20 = 0.1, 5/2.5 = 2
-    assert (c.low, c.high) == pytest.approx((0.1, 2.0))
+    # round-by-round ratios: 10/10 = 1, 2/20 = 0.1, 5/2.5 = 2 -> median 1, range 0.1-2
+    assert (c.round_median, c.low, c.high) == pytest.approx((1.0, 0.1, 2.0))

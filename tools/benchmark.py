@@ -5,11 +5,12 @@ Usage: ``python tools/benchmark.py [--output docs/benchmarks.md] [--quick] [--on
 (``make bench`` writes docs/benchmarks.md). Benchmarks: ``trainer`` (Trainer loop vs a bare PyTorch
 loop), ``reference`` (Trainer loop vs torchvision's reference classification loop), ``pipeline``
 (JPEG decode + augmentation vs torchvision.transforms.v2) and ``inference`` (ResNet-50 eager /
-channels_last / torch.compile vs this machine's fp32 matmul rate).
+channels_last / torch.compile vs this machine's fp32 matmul rate) and ``detection`` (our Faster R-CNN
+vs torchvision's, training and inference; evaluation cost vs pycocotools alone).
 
-Method: the variants being compared run in alternating windows (A, B, A, B, ...) after one
-discarded warm-up window each, so slow drifts of the machine (other processes, thermals) hit both
-sides alike; each side's figure is the median of its windows' throughputs.
+Method (``benchmarks/measure.py``): the variants being compared run in alternating windows
+(A, B, A, B, ...) after discarded warm-up windows, so slow drifts of the machine hit both sides alike;
+each side's figure is the median of its windows' throughputs. Helpers live in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -17,71 +18,24 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import io
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from resvision.benchmarks.loops import LR, TrainCase, training_variants
+from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note
 
 THREADS = 2
-BENCHMARKS = ("trainer", "reference", "pipeline", "inference")
+BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection")
 COMMAND = ".venv/bin/python tools/benchmark.py"
-LR = 0.01
-
-
-# ------------------------------------------------------------------------------------ measurement
-def alternate(variants: dict[str, Callable[[], float]], windows: int, warmup: int = 1,
-              clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
-    """Run every variant once per round, round after round, and return each one's window rates.
-
-    Args:
-        variants: name -> function that runs one window and returns the units it processed (images, FLOPs).
-        windows: measured rounds; ``warmup`` rounds before them are run and discarded.
-        clock: seconds (injectable for tests).
-
-    Returns:
-        name -> ``windows`` rates in units per second, in run order.
-    """
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    for round_ in range(warmup + windows):
-        for name, run in variants.items():
-            start = clock()
-            units = run()
-            rate = units / (clock() - start)
-            if round_ >= warmup:
-                rates[name].append(rate)
-            if log:
-                tag = "warm-up" if round_ < warmup else f"window {round_ - warmup + 1}/{windows}"
-                log(f"  {name:>14} {tag}: {rate:,.2f}/s")
-    return rates
-
-
-@dataclass
-class Comparison:
-    """``a`` against ``b``: window medians, their ratio and the spread of the per-round ratios."""
-
-    a: float
-    b: float
-    ratio: float
-    low: float
-    high: float
-    windows: int
-
-
-def compare(rates: dict[str, list[float]], a: str, b: str) -> Comparison:
-    """Median of ``a``'s windows / median of ``b``'s; ``low``-``high`` = range of round-by-round ratios."""
-    pairs = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
-    med_a, med_b = statistics.median(rates[a]), statistics.median(rates[b])
-    return Comparison(med_a, med_b, med_a / med_b, min(pairs), max(pairs), len(pairs))
 
 
 def _log(message: str) -> None:
@@ -97,7 +51,7 @@ class Settings:
 
     @property
     def windows(self) -> int:
-        return self.pick(5, 2)
+        return self.pick(7, 2)
 
     @property
     def command(self) -> str:
@@ -105,172 +59,33 @@ class Settings:
 
 
 # ------------------------------------------------------------------------------- training loops
-@dataclass
-class TrainCase:
-    arch: str
-    size: int
-    batch: int
-    classes: int
-    steps: int  # optimizer steps per window
-
-    @property
-    def label(self) -> str:
-        return f"{self.arch} {self.size}x{self.size}, batch {self.batch}, {self.steps} steps/window"
+_TRAINING_RATES: dict[bool, tuple[list[tuple[TrainCase, dict[str, list[float]]]], str]] = {}
 
 
-def _first(items):
-    """Collate for a dataset whose items are whole pre-made batches (DataLoader batch_size=1)."""
-    return items[0]
-
-
-def _make_trainer(case: TrainCase, batches, run_dir: Path):
-    """A real ``resvision.Trainer`` whose task serves the pre-made batches (no decoding, no collation)."""
-    from resvision import Trainer, load_config
-    from resvision.tasks.classification.task import ClassificationTask
-
-    class PremadeTask(ClassificationTask):
-        def build_datasets(self):
-            self.classes = [str(i) for i in range(case.classes)]
-            items = [(x, y, torch.arange(len(y))) for x, y in batches]
-            return items, items[:1]
-
-        def collate_fn(self):
-            return _first
-
-    cfg = load_config("classification", [
-        f"model.backbone.name={case.arch}", f"model.num_classes={case.classes}", "model.label_smoothing=0.0",
-        "model.dropout=0.0", f"data.image_size={case.size}", "train.batch_size=1", "train.num_workers=0",
-        "train.epochs=100000", "train.progress=false", "train.log_every=1000000000", "train.device=cpu",
-        "train.amp='off'", "optim.name=momentum", f"optim.lr={LR}", "optim.momentum=0.9", "optim.weight_decay=1.0e-4",
-        "sched.name=cosine", "sched.warmup_epochs=0", f"output={run_dir}",
-    ])
-    trainer = Trainer(cfg, task=PremadeTask(cfg))
-    trainer.setup()
-    return trainer
-
-
-def _bare_loop(model, batches):
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
-    model.train()
-
-    def window() -> int:
-        for x, y in batches:
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-        return sum(len(y) for _, y in batches)
-
-    return window
-
-
-class _Meter:
-    """Windowed median + global average, the way torchvision's reference ``SmoothedValue`` keeps them."""
-
-    def __init__(self, window: int = 20) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-        self.total, self.count = 0.0, 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.values.append(value)
-        self.total += value * n
-        self.count += n
-
-    def __str__(self) -> str:
-        median = torch.tensor(list(self.values)).median().item()
-        return f"{median:.4f} ({self.total / max(self.count, 1):.4f})"
-
-
-def _topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> list[torch.Tensor]:
-    """Percent of rows whose target is among the k highest logits, for each k."""
-    with torch.inference_mode():
-        _, pred = output.topk(max(topk), dim=1, largest=True, sorted=True)
-        hit = pred.t().eq(target[None])
-        return [hit[:k].flatten().sum(dtype=torch.float32) * (100.0 / target.size(0)) for k in topk]
-
-
-def _torchvision_loop(model, batches, print_freq: int = 10):
-    """The per-step logic of torchvision's references/classification/train.py ``train_one_epoch``.
-
-    forward, criterion, zero_grad, backward, step, top-1/5 accuracy, ``.item()`` into the meters
-    every step, and the MetricLogger's iteration/data timing with a formatted log line every
-    ``print_freq`` steps (written to an in-memory sink, so terminal I/O is not timed).
-    """
-    criterion = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
-    sink = io.StringIO()
-
-    def window() -> int:
-        model.train()
-        meters = {k: _Meter() for k in ("loss", "lr", "acc1", "acc5", "img/s", "time", "data")}
-        end = time.time()
-        for i, (image, target) in enumerate(batches):
-            meters["data"].update(time.time() - end)
-            start = time.time()
-            output = model(image)
-            opt.zero_grad()
-            loss = criterion(output, target)
-            loss.backward()
-            opt.step()
-            acc1, acc5 = _topk_accuracy(output, target)
-            n = image.shape[0]
-            meters["loss"].update(loss.item())
-            meters["lr"].update(opt.param_groups[0]["lr"])
-            meters["acc1"].update(acc1.item(), n=n)
-            meters["acc5"].update(acc5.item(), n=n)
-            meters["img/s"].update(n / (time.time() - start))
-            meters["time"].update(time.time() - end)
-            if i % print_freq == 0 or i == len(batches) - 1:
-                eta = meters["time"].total / meters["time"].count * (len(batches) - i)
-                sink.write(f"[{i}/{len(batches)}] eta {eta:.0f}s " + "  ".join(f"{k}: {m}" for k, m in meters.items()) + "\n")
-            end = time.time()
-        sink.seek(0)
-        sink.truncate()
-        return sum(len(y) for _, y in batches)
-
-    return window
-
-
-def _training_variants(case: TrainCase, run_dir: Path) -> dict[str, Callable[[], int]]:
-    """The Trainer, the bare loop and the torchvision-reference loop on one shared list of batches."""
-    from resvision.backbone import build_backbone
-    from resvision.tasks.classification import ImageClassifier
-
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(case.batch, 3, case.size, case.size, generator=g),
-                torch.randint(0, case.classes, (case.batch,), generator=g)) for _ in range(case.steps)]
-    trainer = _make_trainer(case, batches, run_dir)
-    variants = {"resvision": lambda: (trainer.train_one_epoch(), case.steps * case.batch)[1]}
-    for name, loop in (("bare", _bare_loop), ("torchvision-ref", _torchvision_loop)):
-        model = ImageClassifier(build_backbone(case.arch), case.classes)
-        model.load_state_dict(trainer.model.state_dict())  # same architecture, same starting weights
-        variants[name] = loop(model, batches)
-    return variants
-
-
-_TRAINING_RATES: dict[bool, list[tuple[TrainCase, dict[str, list[float]]]]] = {}
-
-
-def _training_rates(s: Settings) -> list[tuple[TrainCase, dict[str, list[float]]]]:
-    """One three-way alternation per case (resvision, bare, torchvision-ref), shared by both training sections."""
+def _training_rates(s: Settings) -> tuple[list[tuple[TrainCase, dict[str, list[float]]]], str]:
+    """One four-way alternation per case, shared by both training sections; also the note on other processes."""
     if s.quick not in _TRAINING_RATES:
-        cases = [TrainCase("resnet18", 224, 16, 1000, 1), TrainCase("resnet20", 32, 128, 10, s.pick(2, 1))]
-        results = []
+        cases = [TrainCase("resnet18", 224, 16, 1000, s.pick(2, 1), s.pick(9, 2)),
+                 TrainCase("resnet20", 32, 128, 10, s.pick(4, 1), s.pick(15, 2))]
+        results, cpu, start = [], cpu_seconds(), time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="resvision-bench-") as tmp:
             for case in cases:
                 _log(f"[training] {case.label}")
-                results.append((case, alternate(_training_variants(case, Path(tmp) / case.arch), s.windows, log=_log)))
-        _TRAINING_RATES[s.quick] = results
+                variants = training_variants(case, Path(tmp) / case.arch)
+                results.append((case, alternate(variants, case.windows, warmup=2, log=_log)))
+        _TRAINING_RATES[s.quick] = results, others_note(cpu, cpu_seconds(), time.perf_counter() - start)
     return _TRAINING_RATES[s.quick]
 
 
-def _compare_table(first: str, second: str, rows: list[tuple[str, Comparison]], target: float | None) -> list[str]:
-    goal = f" target ≥ {target} |" if target else ""
-    lines = [f"| case | {first} img/s (median) | {second} img/s (median) | {first} ÷ {second} | round ratios min–max | windows |{goal}",
-             "|---|---:|---:|---:|---:|---:|" + ("---|" if target else "")]
-    for label, c in rows:
-        met = (" met |" if c.ratio >= target else " **not met** |") if target else ""
-        lines.append(f"| {label} | {c.a:.2f} | {c.b:.2f} | **{c.ratio:.3f}** | {c.low:.3f}–{c.high:.3f} | {c.windows} |{met}")
+def _compare_table(rows: list[tuple[str, str, str, Comparison, float | None]]) -> list[str]:
+    """Rows of ``(case, A, B, comparison of A with B, target for A ÷ B or None)``."""
+    targets = any(target for *_, target in rows)
+    lines = ["| case | A | B | A img/s (median) | B img/s (median) | A ÷ B | round ratios: median (min–max) | windows |"
+             + (" target |" if targets else ""), "|---|---|---|---:|---:|---:|---:|---:|" + ("---|" if targets else "")]
+    for case, a, b, c, target in rows:
+        met = "" if not targets else " – |" if target is None else f" ≥ {target}: {'met' if c.ratio >= target else '**not met**'} |"
+        lines.append(f"| {case} | {a} | {b} | {c.a:.2f} | {c.b:.2f} | **{c.ratio:.3f}** | "
+                     f"{c.round_median:.3f} ({c.low:.3f}–{c.high:.3f}) | {c.windows} |{met}")
     return lines
 
 
@@ -284,7 +99,9 @@ _TRAINER_TEXT = (
     "checkpoints are written per epoch, outside this loop; progress bar off).")
 _OTHER_TEXT = {
     "bare": "`bare` is `for x, y in batches: opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward(); "
-            "opt.step()` with `torch.optim.SGD(model.parameters(), momentum=0.9, weight_decay=1e-4)`.",
+            "opt.step()` with `torch.optim.SGD(model.parameters(), momentum=0.9, weight_decay=1e-4)`. `bare copy` is "
+            "the same loop on a second copy of the model: `bare copy ÷ bare` shows what a ratio looks like when the "
+            "two sides are identical, i.e. the noise floor of this machine and method.",
     "torchvision-ref": "`torchvision-ref` re-implements the per-step logic of torchvision's "
             "`references/classification/train.py::train_one_epoch` (forward, criterion, zero_grad, backward, step, "
             "top-1/5 accuracy, `.item()` into MetricLogger-style meters every step, a formatted log line every 10 "
@@ -298,14 +115,18 @@ def bench_training(s: Settings, name: str) -> list[str]:
         "trainer": ("bare", 0.97, "Trainer overhead vs a bare PyTorch loop"),
         "reference": ("torchvision-ref", 1.0, "Trainer vs torchvision's reference classification loop"),
     }[name]
-    rows = [(case.label, compare(rates, "resvision", other)) for case, rates in _training_rates(s)]
+    rows, (results, note) = [], _training_rates(s)
+    for case, rates in results:
+        rows.append((case.label, "resvision", other, compare(rates, "resvision", other), target))
+        if name == "trainer":
+            rows.append((case.label, "bare copy", "bare", compare(rates, "bare copy", "bare"), None))
     return [f"## {title}", "", _TRAINER_TEXT + " " + _OTHER_TEXT[other],
-            f"All three loops (resvision, bare, torchvision-ref) run in one alternation, in that order each round, "
-            f"on separate copies of the same `ImageClassifier(build_backbone(arch), classes)` with identical "
-            f"starting weights, the same list of random-normal batches, lr {LR}, fp32, {THREADS} threads; this "
-            "section and the other training section come from the same windows.", "",
-            *_compare_table("resvision", other, rows, target), "",
-            f"Command: `{s.command} --only {name}` (runs the same three-way alternation)"]
+            "Four loops (resvision, bare, torchvision-ref, bare copy) run in one alternation, in that order each "
+            "round after two discarded warm-up rounds, on separate copies of the same "
+            f"`ImageClassifier(build_backbone(arch), classes)` with identical starting weights and the same list of "
+            f"random-normal batches; lr {LR}, fp32, {THREADS} threads. Both training sections come from the same windows.",
+            "", *_compare_table(rows), "",
+            f"Command: `{s.command} --only {name}` (runs the same four-way alternation)", "", note]
 
 
 # ------------------------------------------------------------------------------- input pipeline
@@ -356,8 +177,9 @@ def bench_pipeline(s: Settings) -> list[str]:
 
             _log(f"[pipeline] num_workers={workers}")
             rates = alternate({"resvision": lambda: epoch(ours), "torchvision": lambda: epoch(theirs)}, s.windows, log=_log)
-            rows.append((f"{count} JPEGs, batch {batch}, num_workers={workers}", compare(rates, "resvision", "torchvision")))
-    lines = _compare_table("resvision", "torchvision", rows, None)
+            rows.append((f"{count} JPEGs, batch {batch}, num_workers={workers}", "resvision", "torchvision",
+                         compare(rates, "resvision", "torchvision"), None))
+    lines = _compare_table(rows)
     return ["## Input pipeline: JPEG decode + augmentation", "",
             f"{count} real photos (random crops of scikit-image's bundled colour photos, resized to 500x375 or 375x500, "
             "JPEG quality 90, 7 class folders) read through a `DataLoader(batch_size=32, shuffle=False, "
@@ -381,7 +203,8 @@ def _try_compile(model, x):
     except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         return None, f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
-    return compiled, f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first window."
+    return compiled, (f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first "
+                      "window (less when inductor's on-disk cache is warm from an earlier run).")
 
 
 def bench_inference(s: Settings) -> list[str]:
@@ -460,16 +283,25 @@ def machine_header(command: str, started: datetime.datetime, seconds: float, loa
             f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
             f"- `torch.set_num_threads({THREADS})`; DataLoader workers run 1 torch thread each (PyTorch's default)",
             f"- 1-minute load average when the run started / ended: {load[0]:.2f} / {load[1]:.2f}", "",
-            "**How to read it.** Every figure is a ratio of two things timed in the same process and run. "
-            "The variants run in alternating windows (A, B, A, B, ...; one discarded warm-up window each); a "
-            "side's throughput is the median of its windows, the ratio is median ÷ median, and 'round ratios "
-            "min–max' is the range of the ratios of the windows of each round, a direct view of the noise: "
-            "a ratio whose range straddles 1 is a tie. Throughputs are of this machine only; ratios carry "
-            "over better than absolute numbers. Each section ends with the command that reproduces it.", ""]
+            "**How to read it.** Every figure is a ratio of two things timed in the same process and run. The "
+            "variants run in alternating windows (A, B, A, B, ... with warm-up windows discarded); a side's "
+            "throughput is the median of its windows and **A ÷ B** is median ÷ median. 'Round ratios' are the ratios "
+            "of the two windows of each round: their median is a second estimate that cancels slow drifts of the "
+            "machine, their range shows the window-to-window noise. A difference smaller than that noise is a tie; "
+            "the `bare copy ÷ bare` rows (two identical loops) show how far from 1 a ratio lands by chance alone. "
+            "Throughputs are of this machine only; ratios carry over better. Each section ends with the command "
+            "that reproduces it, and says how much CPU other processes took meanwhile.", ""]
+
+
+def bench_detection(s: Settings) -> list[str]:
+    from resvision.benchmarks.detection import bench_detection as run  # imported only when asked: slow imports
+
+    return run(s)
 
 
 RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
-           "pipeline": bench_pipeline, "inference": bench_inference}
+           "pipeline": bench_pipeline, "inference": bench_inference,
+           "detection": bench_detection}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,9 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RESVISION_OFFLINE", "1")
     settings, started, t0 = Settings(args.quick), datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     load_start = os.getloadavg()[0]
-    sections = []
+    sections, failed = [], []
     for name in dict.fromkeys(args.only or BENCHMARKS):
-        section = RUNNERS[name](settings)
+        cpu, start = cpu_seconds(), time.perf_counter()
+        try:
+            section = RUNNERS[name](settings)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
+            failed.append(name)
+            _log(f"[{name}] failed:\n{traceback.format_exc()}")
+            section = [f"## {name}", "", f"Failed: `{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}`",
+                       "", f"Command: `{settings.command} --only {name}`"]
+        if name in ("pipeline", "inference", "detection"):  # the training sections carry their own note (shared windows)
+            section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
@@ -494,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
         print(f"wrote {args.output}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ from __future__ import annotations
 import contextlib
 import io
 import statistics
+import sys
 
 import torch
 
-from benchmark import Settings, _log, alternate, compare
+from resvision.benchmarks.measure import alternate, compare
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _detectors(min_size: int, max_size: int):
@@ -76,21 +81,23 @@ def _infer_window(model, images):
     return window
 
 
-def bench_detection(s: Settings) -> list[str]:
+def bench_detection(s) -> list[str]:
+    """``s``: the tool's Settings (``pick``, ``windows``, ``command``)."""
     lines = ["## Detection: our Faster R-CNN vs torchvision's, and evaluation cost", ""]
-    # Training at a CPU-sized input (800x1333 training of R50-FPN takes ~10 s/step on 2 cores).
-    ours, ref = _detectors(320, 512)
-    batches = _batches(s.pick(2, 1), 2, 320, 427)
-    _log("[detection] training R50-FPN 320x427 batch 2")
+    # Training at a CPU-sized input: one R50-FPN step at 256x341, batch 2, takes ~10 s on 2 cores.
+    windows = s.pick(3, 1)
+    ours, ref = _detectors(256, 352)
+    batches = _batches(1, 2, 256, 341)
+    _log("[detection] training R50-FPN 256x341 batch 2")
     train = compare(alternate({"resvision": _train_window(ours, batches), "torchvision": _train_window(ref, batches)},
-                              s.windows, log=_log), "resvision", "torchvision")
-    rows = [("training, 320x427, batch 2 (R50-FPN, SGD)", train)]
+                              windows, log=_log), "resvision", "torchvision")
+    rows = [("training, 256x341, batch 2 (R50-FPN, SGD)", train)]
     for size, (h, w) in (("demo size 160", (150, 160)), ("800x1333", (800, 1333))):
         ours, ref = _detectors(*((160, 256) if size.startswith("demo") else (800, 1333)))
         images = [torch.rand(3, h, w) for _ in range(2)]
         _log(f"[detection] inference {size}")
         rates = alternate({"resvision": _infer_window(ours, images), "torchvision": _infer_window(ref, images)},
-                          s.pick(3, 1), log=_log)
+                          windows, log=_log)
         rows.append((f"inference, {size} ({h}x{w} input), batch 2", compare(rates, "resvision", "torchvision")))
     lines += ["| what | resvision img/s | torchvision img/s | ratio | round ratios min–max | windows |",
               "|---|---:|---:|---:|---|---:|"]
@@ -104,7 +111,7 @@ def bench_detection(s: Settings) -> list[str]:
     return lines
 
 
-def _bench_evaluation(s: Settings) -> list[str]:
+def _bench_evaluation(s) -> list[str]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -140,7 +147,7 @@ def _bench_evaluation(s: Settings) -> list[str]:
         return 1
 
     _log(f"[detection] evaluation of {len(results)} detections on {len(data.coco_gt['images'])} images")
-    rates = alternate({"resvision": ours, "pycocotools": pycocotools_only}, s.windows, log=_log)
+    rates = alternate({"resvision": ours, "pycocotools": pycocotools_only}, s.pick(5, 2), log=_log)
     seconds = {k: 1 / statistics.median(v) for k, v in rates.items()}
     return ["| evaluation of the shapes val set | seconds (median) | windows |", "|---|---:|---:|",
             f"| resvision: COCO (pycocotools) + VOC07 + VOC12 + per-class tables | {seconds['resvision']:.3f} | {len(rates['resvision'])} |",
