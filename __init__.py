@@ -1,19 +1,19 @@
-"""resvision: fine-tune and evaluate ResNet models for classification, detection, segmentation and faces.
+"""resvision: fine-tune and evaluate ResNet models for image classification and object detection.
 
 >>> import resvision as rv
 >>> cfg = rv.load_config("classification", ["model.backbone.name=resnet50"])
->>> metrics = rv.Trainer(cfg).fit()
+>>> metrics = rv.Trainer(rv.build_task(cfg)).fit()
 """
 
 from .backbone import Backbone, FeatureSpec, build_backbone, list_backbones, register_backbone
 from .config import Config, load_config, save_config
 from .engine import Callback, Trainer
 from .errors import UserError
-from .tasks import build_task, list_tasks
+from .tasks import DataInfo, Task, build_task, list_tasks, register_task
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backbone", "Callback", "Config", "FeatureSpec", "Trainer", "UserError", "build_backbone", "build_task",
-    "list_backbones", "list_tasks", "load_config", "register_backbone", "save_config",
+    "Backbone", "Callback", "Config", "DataInfo", "FeatureSpec", "Task", "Trainer", "UserError", "build_backbone", "build_task",
+    "list_backbones", "list_tasks", "load_config", "register_backbone", "register_task", "save_config",
 ]

@@ -1,17 +1,18 @@
 """The ``resvision`` command: ``train``, ``eval``, ``predict``, ``zoo``.
 
 ``tools/train.py`` and friends are the same functions (``main(["train", ...])``). User errors
-print one line ``error: ...`` on stderr and exit with status 2.
+print one line ``error: ...`` on stderr and exit with status 2. This module talks to the task
+contract (``tasks/base.py``) only: task names, help texts and predict options come from the tasks.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -20,63 +21,111 @@ from .errors import UserError
 log = logging.getLogger("resvision")
 
 
-def _common(parser: argparse.ArgumentParser, needs_checkpoint: bool) -> None:
-    parser.add_argument("--task", help="task name (classification, ...); its default config runs on built-in data")
+def _task_classes():
+    from .tasks import get_task_class, list_tasks
+
+    return [get_task_class(name) for name in list_tasks()]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    tasks = "; ".join(f"{t.name}: {t.description}" for t in _task_classes())
+    parser.add_argument("--task", help=f"task name ({tasks}); its default config runs on built-in data")
     parser.add_argument("--config", help="YAML config (default: the task's default, or the checkpoint's own config)")
     parser.add_argument("--output", help="directory for this command's results")
-    if needs_checkpoint:
-        parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) written by `resvision train`")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="resvision", description="Fine-tune and evaluate ResNet models: classification and detection on one engine."
-    )
+        prog="resvision", description="Fine-tune and evaluate ResNet models: every task on one engine.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fine-tune a model; writes a run directory")
-    _common(train, needs_checkpoint=False)
-    train.add_argument("--resume", nargs="?", const="auto", help="checkpoint to resume (default: the run's last.pt)")
+    _common(train)
+    train.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
+                       help="continue a run: its last.pt by default, or the given checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
-    evaluate = sub.add_parser("eval", help="evaluate a checkpoint (or a detection results file) on the validation split")
-    _common(evaluate, needs_checkpoint=False)
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint (or a predictions file) on the validation split")
+    _common(evaluate)
     evaluate.add_argument("--checkpoint", help="checkpoint file (.pt) written by `resvision train`")
-    evaluate.add_argument("--predictions", help="detection: a COCO-format results JSON from any detector")
+    evaluate.add_argument("--predictions", help="a results file from any model, in the task's format "
+                                                "(detection: COCO results JSON)")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value")
     predict = sub.add_parser("predict", help="run a checkpoint on images or folders")
-    _common(predict, needs_checkpoint=True)
-    predict.add_argument("--topk", type=int, help="classification: classes per image (default 5)")
-    predict.add_argument("--score-thresh", type=float, help="detection: minimum score (default 0.5)")
+    _common(predict)
+    predict.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) written by `resvision train`")
+    seen = set()
+    for task_cls in _task_classes():
+        for option in task_cls.predict_options:
+            if option.name not in seen:
+                seen.add(option.name)
+                predict.add_argument(option.flag, dest=option.name, type=option.type, help=option.help)
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value")
-    zoo = sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features)")
-    zoo.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features); `zoo --help` for options")
     return parser
 
 
-def _load_cfg(args, checkpoint_config: dict | None = None):
-    from .config import apply_overrides, config_from_dict, load_config
+def _parse(argv: list[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    resume = getattr(args, "resume", None)
+    if resume and "=" in resume and not Path(resume).exists():
+        # `--resume train.epochs=5`: argparse took the override as the optional checkpoint path.
+        args.overrides.insert(0, resume)
+        args.resume = "auto"
+    return args
 
-    overrides = list(args.overrides or [])
-    if args.config or checkpoint_config is None:
-        source = args.config or args.task
-        if source is None:
-            raise UserError("give --task NAME or --config FILE")
-        cfg = load_config(source, overrides)
-    else:
-        cfg = config_from_dict(apply_overrides(checkpoint_config, overrides))
+
+def _load_cfg(args):
+    from .config import load_config
+
+    source = args.config or args.task
+    if source is None:
+        raise UserError("give --task NAME or --config FILE")
+    cfg = load_config(source, list(args.overrides or []))
+    _check_task(args, cfg)
+    return cfg
+
+
+def _check_task(args, cfg) -> None:
     if args.task and cfg.task != args.task:
         raise UserError(f"--task {args.task} but the config is for task {cfg.task!r}")
-    return cfg
+
+
+def _checkpoint_cfg(args, path: str):
+    """A checkpoint and the config that rebuilds its model (see engine.checkpoint.checkpoint_config)."""
+    from .engine.checkpoint import checkpoint_config, load_checkpoint
+
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state, path, list(args.overrides or []), args.config)
+    _check_task(args, cfg)
+    return state, cfg
+
+
+def _results_dir(explicit: str | None, default_parent: Path) -> Path:
+    """Where eval / predict write: ``--output`` (never a training run's own folder) or a new
+    ``<default_parent>/<timestamp>`` folder, so no earlier result is ever replaced."""
+    if explicit:
+        out = Path(explicit)
+        if (out / "checkpoints").is_dir() or (out / "report.json").exists():
+            raise UserError(f"--output {out} already holds a run or a report; choose another folder")
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = default_parent / stamp
+    for i in range(2, 1000):
+        if not out.exists():
+            break
+        out = default_parent / f"{stamp}-{i}"
+    return out
 
 
 def cmd_train(args) -> int:
     from .engine import Trainer
     from .engine import distributed as dist_utils
+    from .tasks import build_task
 
     cfg = _load_cfg(args)
     if args.output:
         cfg.output = args.output
-    metrics = Trainer(cfg, resume=args.resume).fit()
+    metrics = Trainer(build_task(cfg), resume=args.resume).fit()
     if dist_utils.is_main_process():
         print(f"run directory: {cfg.run_dir}")
         print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
@@ -85,80 +134,69 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .engine import Trainer, load_checkpoint
+    from .engine import Trainer
+    from .engine import distributed as dist_utils
+    from .tasks import build_task
 
     if args.predictions:
         return _eval_predictions(args)
     if not args.checkpoint:
-        raise UserError("give --checkpoint FILE (or --predictions FILE for a detection results file)")
-    state = load_checkpoint(args.checkpoint)
-    cfg = _load_cfg(args, state.get("config"))
-    cfg.output = args.output or str(Path(args.checkpoint).resolve().parent.parent / "eval")
-    metrics = Trainer(cfg).evaluate(args.checkpoint)
-    print(json.dumps(metrics, indent=2))
-    print(f"report: {cfg.run_dir}")
+        raise UserError("give --checkpoint FILE (or --predictions FILE with a results file)")
+    _, cfg = _checkpoint_cfg(args, args.checkpoint)
+    run = Path(args.checkpoint).resolve().parent.parent
+    cfg.output = str(_results_dir(args.output, run / "eval"))
+    metrics = Trainer(build_task(cfg)).evaluate(args.checkpoint)
+    if dist_utils.is_main_process():
+        print(json.dumps(metrics, indent=2))
+        print(f"report: {cfg.run_dir / 'report.json'}")
     return 0
 
 
 def _eval_predictions(args) -> int:
-    """Score a saved results file (COCO format) against the config's validation ground truth."""
+    """Score a saved results file against the config's validation ground truth."""
     from .tasks import build_task
 
     cfg = _load_cfg(args)
     task = build_task(cfg)
-    task.build_datasets()
-    evaluator = task.build_evaluator()
-    if not hasattr(evaluator, "load_results"):
-        raise UserError(f"--predictions is not supported for task {cfg.task}")
-    evaluator.load_results(args.predictions)
+    out = _results_dir(args.output, Path(args.predictions).resolve().parent / "eval")
+    evaluator = task.load_results(args.predictions, task.build_datasets())
     metrics = evaluator.compute()
-    out = Path(args.output or Path(args.predictions).resolve().parent / "eval")
-    evaluator.write_report(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(metrics, indent=2))
+    evaluator.write_report(out)
     print(json.dumps(metrics, indent=2))
-    print(f"report: {out}")
+    print(f"report: {out / 'report.json'}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .engine.checkpoint import check_compatible, load_checkpoint, load_model_state
+    from .engine.checkpoint import load_model_state
     from .tasks import build_task
 
-    state = load_checkpoint(args.checkpoint)
-    cfg = _load_cfg(args, state.get("config"))
+    state, cfg = _checkpoint_cfg(args, args.checkpoint)
     task = build_task(cfg)
-    check_compatible(state, args.checkpoint, cfg.task, cfg.model.backbone.name)
-    task.load_meta(state.get("meta", {}))
-    cfg.model.backbone.pretrained = None  # the checkpoint has every weight
-    model = task.build_model()
+    options = task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes() for o in t.predict_options})
+    paths = _expand_inputs(args.inputs)
+    data = task.data_from_meta(state.get("meta", {}))
+    model = task.build_model(data)
     load_model_state(model, state.get("ema") or state["model"], args.checkpoint)
     model.eval()
-    paths, folders = _expand_inputs(args.inputs)
-    out = Path(args.output or Path(args.checkpoint).resolve().parent.parent / "predict")
-    out.mkdir(parents=True, exist_ok=True)
-    options = {k: v for k, v in (("topk", args.topk), ("score_thresh", args.score_thresh)) if v is not None}
-    accepted = inspect.signature(task.predict).parameters
-    for name in options:
-        if name not in accepted:
-            raise UserError(f"--{name.replace('_', '-')} does not apply to task {cfg.task}")
-    results = task.predict(model, paths, out_dir=out, **options)
-    (out / "predictions.json").write_text(json.dumps(results, indent=2))
-    if folders:
-        _write_csv(results, out / "predictions.csv")
+    out = _results_dir(args.output, Path(args.checkpoint).resolve().parent.parent / "predict")
+    results = task.predict(model, paths, data, **options)
+    written = task.write_predictions(results, out, data)
     if len(results) <= 20:
         print(json.dumps(results, indent=2))
-    print(f"predictions: {out / 'predictions.json'}" + (f" and {out / 'predictions.csv'}" if folders else ""))
+    print("predictions: " + ", ".join(str(p) for p in written[:3]) + (f" (+{len(written) - 3} more)" if len(written) > 3 else ""))
     return 0
 
 
-def _expand_inputs(inputs: Sequence[str]) -> tuple[list[str], bool]:
+def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     from .datasets import IMAGE_EXTENSIONS
 
-    paths, folders = [], False
+    paths = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            folders = True
             paths += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         elif p.is_file():
             paths.append(str(p))
@@ -166,18 +204,7 @@ def _expand_inputs(inputs: Sequence[str]) -> tuple[list[str], bool]:
             raise UserError(f"input not found: {item}")
     if not paths:
         raise UserError(f"no images in {', '.join(inputs)}")
-    return paths, folders
-
-
-def _write_csv(results: list[dict], path: Path) -> None:
-    import csv
-
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "label", "prob", "topk"])
-        for r in results:
-            best = r["topk"][0]
-            writer.writerow([r["image"], best["label"], best["prob"], ";".join(f"{t['label']}:{t['prob']:.4f}" for t in r["topk"])])
+    return paths
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
@@ -190,14 +217,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .backbone.zoo import zoo_main
 
         return zoo_main(argv[1:])
-    args = build_parser().parse_args(argv)
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 talks
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")
+    from .engine import distributed as dist_utils
+
+    args = _parse(argv)
+    ok = False
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        ok = True
+        return status
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        dist_utils.shutdown(wait=ok)  # after an error the other ranks may never reach a barrier
 
 
 if __name__ == "__main__":

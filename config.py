@@ -4,6 +4,13 @@ A config is plain data. The loader reads YAML, merges it over its ``base:``, app
 overrides such as ``model.backbone.name=resnet101``, then converts the nested dict into the
 dataclasses below (plus the task's own ``model`` and ``data`` sections), checking every key and
 type. Unknown keys fail with the closest valid key; nothing is ever evaluated or imported by name.
+
+Values are also checked against bounds declared in each field's metadata, so that an impossible
+number fails here, naming its key, instead of in a library assert deep inside training:
+``field(default=10, metadata={"ge": 1})`` (also ``gt``, ``le``, ``lt``; on a list every item is
+checked), or ``metadata={"pattern": <regex>, "expected": <words for the message>}`` for strings.
+Task ``ModelConfig`` / ``DataConfig`` dataclasses use the same metadata. A dataclass with a
+``validate()`` method (e.g. the backbone's ``ResNetConfig``) is validated after conversion.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .backbone.resnet import ResNetConfig
 from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -28,23 +38,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Sections shared by every task
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class CustomResNetConfig:
-    """The architecture of ``name: custom`` (ignored for every other name, so swapping
-    ``model.backbone.name`` never trips over it). Meanings as in ``backbone.resnet.ResNetConfig``."""
-
-    block: Literal["basic", "bottleneck"] = "bottleneck"
-    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
-    widths: list[int] | None = None  # per-stage base widths; None: 64 x 2^i
-    groups: int = 1
-    width_per_group: int = 64
-    stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
-    stem_width: int | None = None
-    se: bool = False  # squeeze-and-excitation in every block
-    shortcut: Literal["A", "B"] = "B"
-    stride_in_1x1: bool = False
-
-
-@dataclass
 class BackboneConfig:
     """Which registry backbone to build (see ``resvision.build_backbone``)."""
 
@@ -53,40 +46,37 @@ class BackboneConfig:
     pretrained_sha256: str | None = None
     out_features: list[str] | None = None  # None: every stage
     norm: Literal["bn", "frozen_bn"] = "bn"
-    custom: CustomResNetConfig = field(default_factory=CustomResNetConfig)
+    # The architecture of `name: custom`, unused by every other name (so swapping `name` never trips over it).
+    custom: ResNetConfig = field(default_factory=ResNetConfig)
     args: dict[str, Any] = field(default_factory=dict)  # extra builder arguments (e.g. timm model kwargs)
-
-    def build(self):
-        """``build_backbone`` with these settings."""
-        from .backbone import build_backbone
-
-        extra = dataclasses.asdict(self.custom) if self.name == "custom" else {}
-        return build_backbone(self.name, pretrained=self.pretrained, pretrained_sha256=self.pretrained_sha256,
-                              out_features=self.out_features, norm=self.norm, **extra, **self.args)
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batch, precision and bookkeeping."""
 
-    epochs: int = 10
-    max_iters: int | None = None  # stop after this many optimizer steps (schedules follow it)
-    batch_size: int = 32  # per process; the global batch is batch_size x world size x grad_accum
-    grad_accum: int = 1
-    clip_grad: float | None = None  # max global L2 norm
+    epochs: int = field(default=10, metadata={"ge": 1})
+    # Stop after this many optimizer steps (schedules follow it).
+    max_iters: int | None = field(default=None, metadata={"ge": 1})
+    # Per process; the global batch is batch_size x world size x grad_accum.
+    batch_size: int = field(default=32, metadata={"ge": 1})
+    grad_accum: int = field(default=1, metadata={"ge": 1})
+    clip_grad: float | None = field(default=None, metadata={"gt": 0})  # max global L2 norm
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, off on CPU
     ema: bool = False
-    ema_decay: float = 0.9998
+    ema_decay: float = field(default=0.9998, metadata={"gt": 0, "lt": 1})
     channels_last: bool = False
     compile: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda|cuda:\d+|mps",
+                                                  "expected": "auto, cpu, cuda, cuda:N or mps"})
     seed: int = 0
     deterministic: bool = False
-    num_workers: int = 2
-    eval_every: int = 1  # epochs
-    log_every: int = 20  # optimizer steps between metrics.jsonl rows
-    checkpoint_every: int = 1  # epochs between last.pt writes
-    early_stop_patience: int | None = None  # evaluations without improvement
+    num_workers: int = field(default=2, metadata={"ge": 0})
+    eval_every: int = field(default=1, metadata={"ge": 1})  # epochs
+    log_every: int = field(default=20, metadata={"ge": 1})  # optimizer steps between metrics.jsonl rows
+    checkpoint_every: int = field(default=1, metadata={"ge": 1})  # epochs between last.pt writes
+    # Evaluations without improvement.
+    early_stop_patience: int | None = field(default=None, metadata={"ge": 1})
     monitor: str | None = None  # metric for best.pt / early stopping; None: the task's main metric
     monitor_mode: Literal["max", "min"] | None = None
     progress: bool = True  # tqdm bar
@@ -97,9 +87,9 @@ class OptimConfig:
     """Optimizer, built by timm's ``create_optimizer_v2`` (so every timm name works)."""
 
     name: str = "sgd"
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    lr: float = field(default=0.1, metadata={"ge": 0})  # 0 is allowed: it holds the weights (BN statistics still move)
+    weight_decay: float = field(default=1e-4, metadata={"ge": 0})
+    momentum: float = field(default=0.9, metadata={"ge": 0})
     no_decay_norm_bias: bool = True  # no weight decay on norm layers and biases
 
 
@@ -108,12 +98,13 @@ class SchedConfig:
     """Learning-rate schedule, built by timm's ``create_scheduler_v2`` and stepped every update."""
 
     name: Literal["cosine", "step", "multistep", "poly", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_lr: float = 1e-5
-    min_lr: float = 0.0
-    decay_epochs: float = 30.0  # step
-    decay_milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # multistep
-    decay_rate: float = 0.1  # step / multistep factor; the power for poly
+    warmup_epochs: float = field(default=0.0, metadata={"ge": 0})
+    warmup_lr: float = field(default=1e-5, metadata={"ge": 0})
+    min_lr: float = field(default=0.0, metadata={"ge": 0})
+    decay_epochs: float = field(default=30.0, metadata={"gt": 0})  # step
+    decay_milestones: list[int] = field(default_factory=lambda: [30, 60, 90], metadata={"ge": 0})  # multistep
+    # step / multistep factor; the power for poly.
+    decay_rate: float = field(default=0.1, metadata={"gt": 0})
 
 
 @dataclass
@@ -121,10 +112,12 @@ class FinetuneConfig:
     """The fine-tuning policy, identical for every task."""
 
     strategy: Literal["full", "linear_probe", "partial"] = "full"
-    frozen_stages: int = -1  # partial: stem (0) and stages 1..k frozen
+    # partial: stem (0) and stages 1..k frozen; -1: none.
+    frozen_stages: int = field(default=-1, metadata={"ge": -1})
     norm_eval: bool = False  # keep every backbone BatchNorm in eval mode (frozen statistics)
-    backbone_lr_mult: float = 1.0
-    layer_decay: float | None = None  # lr x decay^(depth from the head), per backbone stage
+    backbone_lr_mult: float = field(default=1.0, metadata={"ge": 0})
+    # lr x decay^(depth from the head), per backbone stage.
+    layer_decay: float | None = field(default=None, metadata={"gt": 0, "le": 1})
     unfreeze_at: dict[int, list[int]] = field(default_factory=dict)  # epoch -> stage indices
 
 
@@ -214,9 +207,30 @@ def _resolve_path(path_or_task: str | Path) -> Path:
     raise ConfigError(f"no config file or packaged config named {name!r}" + (f" (close: {', '.join(hint)})" if hint else ""))
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema booleans: only true / false (any case) are bools.
+
+    YAML 1.1 also reads on / off / yes / no as bools, which made ``train.amp=off`` the bool False and
+    a string key such as ``name=yes`` unusable. Bool keys still accept those words (see ``_check_scalar``).
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  _Loader is a SafeLoader
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -266,7 +280,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
     try:
-        value = yaml.safe_load(text) if text != "" else ""
+        value = _load_yaml(text) if text != "" else ""
     except yaml.YAMLError:
         value = text
     node = raw
@@ -288,23 +302,52 @@ def _convert(cls: type, data: Any, path: str, section_types: dict[str, type] | N
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         full = f"{path}{key}"
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{path}{close[0]}'?)" if close else f" (valid: {', '.join(names)})"
+        if key not in fields:
+            renamed = getattr(cls, "renamed_keys", {}).get(key)
+            if renamed:
+                raise ConfigError(f"config key '{full}' is now '{path}{renamed}'")
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{path}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
             raise ConfigError(f"unknown config key '{full}'{hint}")
         typ = (section_types or {}).get(key, hints[key])
         kwargs[key] = _check(typ, value, full)
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and _required(f)]
+        _check_metadata(kwargs[key], fields[key].metadata, full)
+    missing = [name for name, f in fields.items() if name not in kwargs and _required(f)]
     if missing:
         raise ConfigError(f"config is missing required key '{path}{missing[0]}'")
     for key, typ in (section_types or {}).items():
         if key not in kwargs:
             kwargs[key] = _convert(typ, {}, f"{path}{key}.")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        try:
+            obj.validate()
+        except ConfigError as err:  # its messages start with the field name: prefix the section
+            raise ConfigError(f"{path}{err}") from None
+    return obj
+
+
+_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+
+
+def _check_metadata(value: Any, metadata: typing.Mapping[str, Any], path: str) -> None:
+    """Checks ``value`` against the field's declared bounds / pattern (None always passes)."""
+    if value is None or not metadata:
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_metadata(item, metadata, f"{path}[{i}]")
+        return
+    for key, (sign, ok) in _BOUNDS.items():
+        # "not ok" rather than the opposite comparison, so that NaN fails every bound.
+        if key in metadata and not ok(value, metadata[key]):
+            raise ConfigError(f"{path}: must be {sign} {metadata[key]}, got {value!r}")
+    if "pattern" in metadata and not re.fullmatch(metadata["pattern"], value):
+        raise ConfigError(f"{path}: must be {metadata['expected']}, got {value!r}")
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -356,6 +399,8 @@ def _check_scalar(typ: type, value: Any, path: str) -> Any:
             pass
     if typ is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)  # dict keys from YAML/CLI, e.g. unfreeze_at: {"3": [4]}
+    if typ is bool and isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.lower()]  # the YAML 1.1 words, where the schema asks for a bool
     if typ in (int, str, bool) and isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
         return value
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):

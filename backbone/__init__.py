@@ -7,7 +7,9 @@
 """
 
 from resvision.backbone.base import Backbone, FeatureSpec, count_parameters
-from resvision.backbone.registry import NORMS, build_backbone, get_backbone_builder, list_backbones, register_backbone
+from resvision.backbone.registry import (
+    NORMS, build_backbone, build_backbone_from_config, get_backbone_builder, list_backbones, register_backbone,
+)
 from resvision.backbone.weights import LoadReport, load_pretrained, read_state_dict
 
 # Imported for their @register_backbone side effects (timm itself is imported only when used).
@@ -18,6 +20,6 @@ from resvision.backbone.timm_backbone import TimmBackbone  # noqa: E402  isort: 
 
 __all__ = [
     "Backbone", "FeatureSpec", "LoadReport", "NORMS", "ResNet", "ResNetConfig", "TimmBackbone",
-    "build_backbone", "count_parameters", "get_backbone_builder", "list_backbones", "load_pretrained",
-    "read_state_dict", "register_backbone",
+    "build_backbone", "build_backbone_from_config", "count_parameters", "get_backbone_builder", "list_backbones",
+    "load_pretrained", "read_state_dict", "register_backbone",
 ]

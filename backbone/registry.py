@@ -7,17 +7,21 @@ options, builds, loads pretrained weights, and applies ``frozen_stages`` / ``nor
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resvision.backbone.base import Backbone
 from resvision.errors import ConfigError
 
+if TYPE_CHECKING:  # only for the annotation: the backbone package must not depend on the config layer
+    from resvision.config import BackboneConfig
+
 __all__ = ["register_backbone", "list_backbones", "get_backbone_builder", "build_backbone",
-           "NORMS", "TIMM_PREFIX"]
+           "build_backbone_from_config", "NORMS", "TIMM_PREFIX"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -142,3 +146,29 @@ def build_backbone(
     backbone.norm_eval = bool(norm_eval)
     backbone.freeze_stages(frozen_stages)
     return backbone.train()
+
+
+def build_backbone_from_config(cfg: BackboneConfig) -> Backbone:
+    """:func:`build_backbone` with the settings of a config's ``model.backbone`` section.
+
+    Freezing is not applied here: the fine-tuning policy (``finetune.*``) does that in the engine.
+
+    Raises:
+        ConfigError: As :func:`build_backbone`; also ``args`` that are build_backbone's own arguments
+            (they have config keys of their own) or given for ``custom`` (whose options all live in the
+            ``custom`` section).
+    """
+    options = dict(cfg.args)
+    # Passed through **kw they would bind to build_backbone's parameters (e.g. frozen_stages would
+    # silently bypass the fine-tuning policy) or clash with the ones set here.
+    own = [k for k in inspect.signature(build_backbone).parameters if k in options]
+    if own:
+        raise ConfigError(f"model.backbone.args.{own[0]} is not a builder option; use its own config key "
+                          "(model.backbone.* or finetune.*)")
+    if cfg.name == "custom":
+        if options:
+            raise ConfigError(f"model.backbone.args {sorted(options)} are not used by backbone 'custom'; "
+                              "set its options under model.backbone.custom")
+        options = dataclasses.asdict(cfg.custom)
+    return build_backbone(cfg.name, pretrained=cfg.pretrained, pretrained_sha256=cfg.pretrained_sha256,
+                          out_features=cfg.out_features, norm=cfg.norm, **options)

@@ -13,9 +13,11 @@ gains ~0.5% top-1. ``custom(stride_in_1x1=True)`` builds the paper's v1 layout.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -188,7 +190,9 @@ SHORTCUTS = ("A", "B")
 
 @dataclass
 class ResNetConfig:
-    """Architecture hyper-parameters of a :class:`ResNet`.
+    """Architecture hyper-parameters of a :class:`ResNet`: the one schema of the ``custom`` backbone,
+    used as is by the config section ``model.backbone.custom`` (hence the Literal / list types, which
+    the config loader checks).
 
     Attributes:
         block: ``"basic"`` or ``"bottleneck"``.
@@ -206,14 +210,14 @@ class ResNetConfig:
             (Goyal et al. 2017); off by default, like torchvision.
     """
 
-    block: str = "bottleneck"
-    layers: Sequence[int] = (3, 4, 6, 3)
-    widths: Sequence[int] | None = None
+    block: Literal["basic", "bottleneck"] = "bottleneck"
+    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    widths: list[int] | None = None
     groups: int = 1
     width_per_group: int = 64
-    stem: str = "imagenet"
+    stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
     stem_width: int | None = None
-    shortcut: str = "B"
+    shortcut: Literal["A", "B"] = "B"
     se: bool = False
     stride_in_1x1: bool = False
     zero_init_residual: bool = False
@@ -232,16 +236,16 @@ class ResNetConfig:
         widths = self.resolved_widths()
         if len(widths) != len(self.layers) or any(not isinstance(w, int) or w < 1 for w in widths):
             raise ConfigError(f"widths must give one positive int per stage ({len(self.layers)}), got {widths}")
-        for field in ("groups", "width_per_group"):
-            if getattr(self, field) < 1:
-                raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")
+        for name in ("groups", "width_per_group"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stem_width is not None and self.stem_width < 2:
             raise ConfigError(f"stem_width must be >= 2, got {self.stem_width}")
 
 
-def _choice(field: str, value: str, allowed: Sequence[str]) -> None:
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{field} must be one of {list(allowed)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
 def _make_stem(stem: str, width: int, norm_layer: NormLayer) -> tuple[nn.Module, nn.Module, int]:
@@ -397,7 +401,7 @@ def _torchvision_builder(name: str) -> Callable[..., ResNet]:
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
                 zero_init_residual: bool = False) -> ResNet:
-        cfg = ResNetConfig(block=block, layers=layers, groups=groups, width_per_group=width_per_group,
+        cfg = ResNetConfig(block=block, layers=list(layers), groups=groups, width_per_group=width_per_group,
                            zero_init_residual=zero_init_residual)
         return _build(cfg, out_features, norm)
 
@@ -412,7 +416,7 @@ def _cifar_builder(name: str) -> Callable[..., ResNet]:
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
                 zero_init_residual: bool = False) -> ResNet:
-        cfg = ResNetConfig(block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
+        cfg = ResNetConfig(block="basic", layers=[n, n, n], widths=[16, 32, 64], stem="cifar",
                            shortcut="A", zero_init_residual=zero_init_residual)
         return _build(cfg, out_features, norm)
 
@@ -439,18 +443,17 @@ resnet110 = _cifar_builder("resnet110")
 
 
 @register_backbone("custom")
-def custom(*, out_features: Sequence[str] | None = None, norm: str = "bn", block: str = "bottleneck",
-           layers: Sequence[int] = (3, 4, 6, 3), widths: Sequence[int] | None = None, groups: int = 1,
-           width_per_group: int = 64, stem: str = "imagenet", stem_width: int | None = None,
-           se: bool = False, shortcut: str = "B", stride_in_1x1: bool = False,
-           zero_init_residual: bool = False) -> ResNet:
-    """A ResNet assembled from config options; see :class:`ResNetConfig` for their meaning.
+def custom(*, out_features: Sequence[str] | None = None, norm: str = "bn", **options: Any) -> ResNet:
+    """A ResNet assembled from options, the fields of :class:`ResNetConfig` (see it for their meaning).
 
     Example: ``build_backbone("custom", block="basic", layers=[1, 1, 1], widths=[16, 32, 64],
     stem="cifar", se=True)``.
+
+    Raises:
+        ConfigError: An option that is not a ResNetConfig field, or an invalid value.
     """
-    cfg = ResNetConfig(block=block, layers=tuple(layers), widths=None if widths is None else tuple(widths),
-                       groups=groups, width_per_group=width_per_group, stem=stem, stem_width=stem_width,
-                       shortcut=shortcut, se=se, stride_in_1x1=stride_in_1x1,
-                       zero_init_residual=zero_init_residual)
-    return _build(cfg, out_features, norm)
+    valid = sorted(f.name for f in dataclasses.fields(ResNetConfig))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for backbone 'custom'; valid options: {valid}")
+    return _build(ResNetConfig(**options), out_features, norm)

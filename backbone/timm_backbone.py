@@ -20,6 +20,7 @@ import contextlib
 import difflib
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -171,32 +172,64 @@ def _hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old
 
 
+# Every timm model name and pretrained tag is lower-case letters, digits and "_". Anything else is refused
+# up front: timm would also resolve "hf-hub:<repo>" and "local-dir:<path>", reading configs and weights
+# from outside resvision's loader, and a path such as "../../x" would reach timm's messages mangled.
+_TIMM_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+# create_model options that make timm read weights itself (checkpoint_path: torch.load of any file;
+# pretrained_cfg / _overlay: file / url / hub sources), bypassing read_state_dict's safe loading.
+_WEIGHT_SOURCE_OPTIONS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
 def _check_model_name(timm: Any, model_name: str) -> None:
-    arch = model_name.split(".")[0]
+    if not _TIMM_NAME.fullmatch(model_name):
+        raise ConfigError(f"backbone 'timm:{model_name}': {model_name!r} is not a timm model name (letters, digits "
+                          "and '_', optionally '.<pretrained tag>', e.g. 'timm:resnet50.a1_in1k')")
+    arch, _, tag = model_name.partition(".")
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
         hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
         raise ConfigError(f"unknown timm model {arch!r}{hint} (see timm.list_models())")
+    tagged = timm.list_pretrained(f"{arch}.*")
+    if tag and model_name not in tagged:
+        tags = [n.partition(".")[2] for n in tagged]
+        raise ConfigError(f"timm has no pretrained tag {tag!r} for {arch}; valid tags: {', '.join(tags) or 'none'}")
 
 
-def _create(timm: Any, model_name: str, **kwargs: Any) -> nn.Module:
+def _check_options(options: dict[str, Any]) -> None:
+    refused = [k for k in _WEIGHT_SOURCE_OPTIONS if k in options]
+    if refused:
+        raise ConfigError(f"timm option {refused[0]!r} would let timm load weights itself, outside resvision's safe "
+                          "loader; use pretrained=<file> instead (model.backbone.pretrained in a config: read with "
+                          "torch.load(weights_only=True) or safetensors) or pretrained='timm:<tag>'")
+
+
+def _create(timm: Any, model_name: str, options: dict[str, Any], **fixed: Any) -> nn.Module:
+    """``timm.create_model(features_only=True)`` with our ``fixed`` arguments and the user's ``options``."""
     try:
         with _hub_offline():
-            return timm.create_model(model_name, features_only=True, **kwargs)
-    except TypeError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"timm.create_model({model_name!r}) rejected the options: {reason}") from exc
+            return timm.create_model(model_name, features_only=True, **fixed, **options)
+    except (TypeError, KeyError) as exc:
+        if not options:
+            raise  # nothing of the user's in the call: a bug, keep the traceback
+        # TypeError: an argument the model does not take; KeyError: an unknown layer name such as
+        # act_layer='nosuchact' (timm looks names up in dicts).
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):
+            reason = f"unknown name {reason}"
+        raise ConfigError(f"timm.create_model({model_name!r}, {given}) rejected the options: {reason}") from exc
 
 
-def _probe_feature_info(timm: Any, model_name: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+def _probe_feature_info(timm: Any, model_name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """All of timm's features for the model, from a weightless build on the meta device."""
     try:
         with torch.device("meta"):
-            probe = _create(timm, model_name, pretrained=False, **kwargs)
+            probe = _create(timm, model_name, options, pretrained=False)
     except ConfigError:
         raise
     except Exception:  # some models cannot be built on "meta"; pay for a real build instead
-        probe = _create(timm, model_name, pretrained=False, **kwargs)
+        probe = _create(timm, model_name, options, pretrained=False)
     return [dict(fi) for fi in probe.feature_info.info]
 
 
@@ -226,18 +259,21 @@ def timm_backbone(*, model_name: str, out_features: Sequence[str] | None = None,
             which also handles timm's fused BatchNormAct2d).
         pretrained: ``"timm"`` or ``"timm:<tag>"``: timm's weights, read from the local cache (and
             downloaded there unless RESVISION_OFFLINE=1) and loaded by timm's own loader.
-        **kwargs: Passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
+        **kwargs: Passed to ``timm.create_model`` (e.g. ``drop_path_rate``, ``act_layer``), except the
+            options that name a weights source (``checkpoint_path``, ``pretrained_cfg[_overlay]``):
+            weights come only through ``pretrained`` / :func:`build_backbone`'s safe loader.
 
     Returns:
         A :class:`TimmBackbone`.
 
     Raises:
-        ConfigError: Unknown model, option or feature name.
+        ConfigError: Unknown model, tag, option or feature name; a weights-source option.
         WeightsError: Weights unknown, not cached while offline, or not loadable.
     """
     import timm
 
     _check_model_name(timm, model_name)
+    _check_options(kwargs)
     info = _probe_feature_info(timm, model_name, kwargs)
     all_specs = timm_feature_specs(info)
     specs = select_specs(all_specs, out_features, default=_default_features(all_specs))
@@ -248,15 +284,15 @@ def timm_backbone(*, model_name: str, out_features: Sequence[str] | None = None,
         try:
             # timm's own loader (its filter_fn adapts e.g. position embeddings), fed a state dict that we
             # read safely, so timm never unpickles or downloads anything itself.
-            body = _create(timm, full_name, pretrained=True, out_indices=out_indices,
-                           pretrained_cfg_overlay=dict(state_dict=state_dict), **kwargs)
+            body = _create(timm, full_name, kwargs, pretrained=True, out_indices=out_indices,
+                           pretrained_cfg_overlay=dict(state_dict=state_dict))
         except ConfigError:
             raise
         except Exception as exc:
             raise WeightsError(f"timm could not load {source}: {str(exc).strip().splitlines()[0]}") from exc
         report = LoadReport(len(state_dict), source)
     else:
-        body = _create(timm, model_name, pretrained=False, out_indices=out_indices, **kwargs)
+        body = _create(timm, model_name, kwargs, pretrained=False, out_indices=out_indices)
     if norm == "frozen_bn":
         body = timm.layers.freeze_batch_norm_2d(body)
     backbone = TimmBackbone(body, model_name, specs, [str(fi["module"]) for fi in info])

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from resvision.backbone.base import Backbone
-from resvision.errors import WeightsError
+from resvision.errors import UserError, WeightsError
 
 __all__ = ["LoadReport", "load_pretrained", "read_state_dict", "unwrap_state_dict", "is_offline",
            "torchvision_weights_url", "torchvision_cache_path", "fetch_url", "timm_weights_file", "sha256_file"]
@@ -128,11 +128,37 @@ def _listed(keys: list[str]) -> str:
     return ", ".join(keys[:_MAX_LISTED]) + more
 
 
-def load_state_dict_strict(backbone: Backbone, state_dict: Mapping[str, object], source: str) -> LoadReport:
-    """Loads a (possibly wrapped) state dict into ``backbone``, requiring every tensor to match.
+def load_strict(module: nn.Module, tensors: Mapping[str, Tensor], source: str,
+                error: type[UserError] = WeightsError) -> int:
+    """The one strict loader (pretrained backbones here, whole models from checkpoints in
+    ``engine.checkpoint``): every tensor must match, or ``error`` names the first few missing,
+    unexpected and mis-shaped keys in one line.
 
-    ``num_batches_tracked`` counters are ignored on both sides: FrozenBatchNorm2d has none, and they
-    do not affect the maths.
+    BatchNorm ``num_batches_tracked`` counters are not weights and never block a load: extra ones
+    are dropped, as torchvision's FrozenBatchNorm2d does (a model trained with ordinary BN loads
+    into a frozen-BN one), and missing ones keep the module's value.
+
+    Returns:
+        The number of tensors loaded.
+    """
+    own = module.state_dict()
+    counter = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
+    missing = [k for k in own if k not in tensors and not counter(k)]
+    unexpected = [k for k in tensors if k not in own and not counter(k)]
+    shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing: {_listed(missing)}" if missing else "",
+                 f"unexpected: {_listed(unexpected)}" if unexpected else "",
+                 f"shape mismatch (file vs model): {_listed(shapes)}" if shapes else ""]
+        raise error(f"{source} does not fit this model: {'; '.join(p for p in parts if p)}")
+    loadable = {k: v for k, v in tensors.items() if k in own}
+    module.load_state_dict(loadable, strict=False)  # only counters can be absent, checked above
+    return len(loadable)
+
+
+def load_state_dict_strict(backbone: Backbone, state_dict: Mapping[str, object], source: str) -> LoadReport:
+    """Loads a (possibly wrapped) state dict into ``backbone`` with :func:`load_strict`.
 
     Args:
         backbone: Destination.
@@ -146,21 +172,8 @@ def load_state_dict_strict(backbone: Backbone, state_dict: Mapping[str, object],
         WeightsError: Missing / unexpected keys or shape mismatches, naming the first few.
     """
     tensors, dropped = backbone.adapt_state_dict(unwrap_state_dict(state_dict))
-    own = backbone.state_dict()
-    ignore = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    missing = [k for k in own if k not in tensors and not ignore(k)]
-    unexpected = [k for k in tensors if k not in own and not ignore(k)]
-    shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in tensors and tensors[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"missing keys: {_listed(missing)}" if missing else "",
-                 f"unexpected keys: {_listed(unexpected)}" if unexpected else "",
-                 f"shape mismatches (file vs model): {_listed(shapes)}" if shapes else ""]
-        detail = "; ".join(p for p in parts if p)
-        raise WeightsError(f"weights from {source} do not fit this backbone: {detail}")
-    loadable = {k: v for k, v in tensors.items() if k in own}
-    backbone.load_state_dict(loadable, strict=False)
-    return LoadReport(len(loadable), source, dropped)
+    loaded = load_strict(backbone, tensors, f"weights from {source}")
+    return LoadReport(loaded, source, dropped)
 
 
 # ----------------------------------------------------------------------------- torchvision

@@ -10,7 +10,9 @@ multiply-adds). BN, ReLU, pooling and the residual sums are not counted, as in t
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from resvision.backbone.base import Backbone, count_parameters
 from resvision.backbone.registry import build_backbone
 from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS
-from resvision.errors import ConfigError
+from resvision.errors import ConfigError, UserError
 
 __all__ = ["zoo_names", "zoo_row", "measure_classifier", "zoo_table", "format_zoo_table", "zoo_main"]
 
@@ -47,7 +49,10 @@ def zoo_row(name: str) -> dict[str, Any]:
         ``features`` lists ``{"name", "channels", "stride"}`` of the backbone outputs.
     """
     if name not in zoo_names():
-        raise ConfigError(f"{name!r} is not in the zoo; choose from {zoo_names()}")
+        close = difflib.get_close_matches(name, zoo_names(), n=4, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown backbone {name!r} for the zoo{hint} (`resvision zoo` lists them all; "
+                          "custom and timm: models are not in it)")
     size, num_classes = (32, 10) if name in CIFAR_ARCHS else (224, 1000)
     with torch.device("meta"):
         backbone = build_backbone(name)
@@ -132,7 +137,7 @@ def zoo_main(argv: Sequence[str] | None = None) -> int:
         argv: Command-line arguments after ``zoo``.
 
     Returns:
-        The exit status, 0.
+        The exit status: 0, or 2 after printing ``error: <message>`` for a user error (an unknown name).
     """
     parser = argparse.ArgumentParser(prog="resvision zoo", description=(
         "Parameters (with the classification fc), MACs (224x224 ImageNet / 32x32 CIFAR) and output "
@@ -140,5 +145,11 @@ def zoo_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="architectures to list (default: all)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     args = parser.parse_args(argv)
-    print(format_zoo_table(zoo_table(args.names), args.format))
+    # cli.main dispatches here before its own UserError handling, so the zoo reports its own errors.
+    try:
+        table = format_zoo_table(zoo_table(args.names), args.format)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table)
     return 0

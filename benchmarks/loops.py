@@ -44,13 +44,13 @@ def _first(items):
 def make_trainer(case: TrainCase, batches, run_dir: Path):
     """A real ``resvision.Trainer`` whose task serves the pre-made batches (no decoding, no collation)."""
     from resvision import Trainer, load_config
+    from resvision.tasks import DataInfo
     from resvision.tasks.classification.task import ClassificationTask
 
     class PremadeTask(ClassificationTask):
         def build_datasets(self):
-            self.classes = [str(i) for i in range(case.classes)]
             items = [(x, y, torch.arange(len(y))) for x, y in batches]
-            return items, items[:1]
+            return DataInfo(items, items[:1], [str(i) for i in range(case.classes)])
 
         def collate_fn(self):
             return _first
@@ -62,7 +62,7 @@ def make_trainer(case: TrainCase, batches, run_dir: Path):
         "train.amp='off'", "optim.name=momentum", f"optim.lr={LR}", "optim.momentum=0.9", "optim.weight_decay=1.0e-4",
         "sched.name=cosine", "sched.warmup_epochs=0", f"output={run_dir}",
     ])
-    trainer = Trainer(cfg, task=PremadeTask(cfg))
+    trainer = Trainer(PremadeTask(cfg))
     trainer.setup()
     return trainer
 

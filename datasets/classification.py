@@ -141,7 +141,7 @@ class ClassificationDataset(Dataset):
                     log.warning("skipping unreadable image: %s", exc)
         raise DataError(f"none of the {n} images in this dataset can be read (first: {self.samples[0][0]})")
 
-    def verify(self, num_threads: int | None = None) -> list[str]:
+    def verify(self, num_threads: int | None = None, progress: bool = True) -> list[str]:
         """Decode every image now and drop the unreadable ones from :attr:`samples`.
 
         Catches corrupt files before training instead of mid-epoch. Decoding runs in threads
@@ -149,6 +149,7 @@ class ClassificationDataset(Dataset):
 
         Args:
             num_threads: Decoder threads; default ``min(8, os.cpu_count())``.
+            progress: Show a progress bar (on a terminal only).
 
         Returns:
             The dropped paths, in sample order (also added to :attr:`bad_images`).
@@ -159,7 +160,8 @@ class ClassificationDataset(Dataset):
         threads = num_threads or min(8, os.cpu_count() or 1)
         paths = [path for path, _ in self.samples]
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            readable = list(tqdm(pool.map(_is_readable, paths), total=len(paths), desc="verify images", unit="img"))
+            readable = list(tqdm(pool.map(_is_readable, paths), total=len(paths), desc="verify images", unit="img",
+                                 disable=None if progress else True))
         dropped = [path for path, ok in zip(paths, readable) if not ok]
         if dropped:
             self.samples = [sample for sample, ok in zip(self.samples, readable) if ok]
@@ -368,7 +370,7 @@ def build_classification_datasets(
     root: str | Path | None = None,
     train: str | Path | None = None,
     val: str | Path | None = None,
-    val_split: float = 0.0,
+    val_fraction: float = 0.0,
     classes: Sequence[str] | None = None,
     image_size: int | None = None,
     train_transform: Transform | None = None,
@@ -383,9 +385,9 @@ def build_classification_datasets(
     * ``"digits"``: the built-in scikit-learn digits (:func:`~resvision.datasets.demo.digits_folder`),
       with ``root`` as an optional cache-directory override.
     * ``"folder"``: ImageFolder trees. ``train`` and ``val`` folders; or ``root`` containing
-      ``train/`` and ``val/``; or one class tree (``train`` or ``root``) split by ``val_split``.
+      ``train/`` and ``val/``; or one class tree (``train`` or ``root``) split by ``val_fraction``.
     * ``"csv"``: ``train`` and ``val`` CSV files (``path,label``), or one ``train`` CSV split by
-      ``val_split``; ``root`` resolves relative image paths (default: each CSV's folder).
+      ``val_fraction``; ``root`` resolves relative image paths (default: each CSV's folder).
 
     The validation set always uses the training set's class list, so indices agree.
 
@@ -393,8 +395,8 @@ def build_classification_datasets(
         fmt: ``"digits"``, ``"folder"`` or ``"csv"``.
         root: See formats.
         train: Training folder / CSV.
-        val: Validation folder / CSV; if absent, ``val_split`` of the training data is held out.
-        val_split: Held-out fraction when there is no separate validation data, in ``(0, 1)``.
+        val: Validation folder / CSV; if absent, ``val_fraction`` of the training data is held out.
+        val_fraction: Held-out fraction when there is no separate validation data, in ``(0, 1)``.
         classes: Class names and order; default from the training data (sorted names).
         image_size: When a transform is ``None`` and this is set, the default
             :func:`classification_transforms` of that size is used; otherwise images stay arrays.
@@ -410,7 +412,7 @@ def build_classification_datasets(
         ConfigError: Unknown ``fmt`` or missing / contradictory paths.
         DataError: Problems with the data itself.
     """
-    train_samples, val_samples, names = _list_split(fmt, root, train, val, val_split, classes, seed)
+    train_samples, val_samples, names = _list_split(fmt, root, train, val, val_fraction, classes, seed)
     if image_size is not None:
         train_transform = train_transform or classification_transforms(True, image_size)
         val_transform = val_transform or classification_transforms(False, image_size)
@@ -425,22 +427,22 @@ def _list_split(
     root: str | Path | None,
     train: str | Path | None,
     val: str | Path | None,
-    val_split: float,
+    val_fraction: float,
     classes: Sequence[str] | None,
     seed: int,
 ) -> tuple[list[Sample], list[Sample], list[str]]:
     """Resolve the format's paths to ``(train samples, val samples, classes)``."""
     if fmt == "digits":
         train, val = _train_val_dirs(digits_folder(root))
-        return _list_and_split(image_folder_samples, train, val, val_split, classes, seed)
+        return _list_and_split(image_folder_samples, train, val, val_fraction, classes, seed)
     if fmt == "folder":
         if train is None and root is not None:
             has_train_dir = (Path(root) / "train").is_dir()
             train, val = _train_val_dirs(Path(root)) if has_train_dir else (Path(root), val)
-        return _list_and_split(image_folder_samples, train, val, val_split, classes, seed)
+        return _list_and_split(image_folder_samples, train, val, val_fraction, classes, seed)
     if fmt == "csv":
         lister = functools.partial(csv_samples, root=root)
-        return _list_and_split(lister, train, val, val_split, classes, seed)
+        return _list_and_split(lister, train, val, val_fraction, classes, seed)
     raise ConfigError(f"unknown classification data format {fmt!r} (choose from 'digits', 'folder', 'csv')")
 
 
@@ -448,19 +450,19 @@ def _list_and_split(
     lister: Callable[[str | Path, Sequence[str] | None], tuple[list[Sample], list[str]]],
     train: str | Path | None,
     val: str | Path | None,
-    val_split: float,
+    val_fraction: float,
     classes: Sequence[str] | None,
     seed: int,
 ) -> tuple[list[Sample], list[Sample], list[str]]:
-    """List ``train`` (and ``val`` with the same classes), or split ``val_split`` off ``train``."""
+    """List ``train`` (and ``val`` with the same classes), or split ``val_fraction`` off ``train``."""
     if train is None:
         raise ConfigError("classification data needs a training set: give a train path (or root)")
     samples, names = lister(train, classes)
     if val is not None:
         return samples, lister(val, names)[0], names
-    if not 0.0 < val_split < 1.0:
-        raise ConfigError(f"no validation data for {train}: give a val path or a val_split in (0, 1), got {val_split}")
-    train_samples, val_samples = split_samples(samples, val_split, seed)
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"no validation data for {train}: give a val path or a val_fraction in (0, 1), got {val_fraction}")
+    train_samples, val_samples = split_samples(samples, val_fraction, seed)
     return train_samples, val_samples, names
 
 

@@ -8,10 +8,11 @@ never execute code:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -66,21 +67,40 @@ def check_compatible(state: dict[str, Any], path: str | Path, task: str, backbon
         )
 
 
+def checkpoint_config(state: dict[str, Any], path: str | Path, overrides: Sequence[str] = (),
+                      config_file: str | Path | None = None):
+    """The config to rebuild a checkpoint's model: its own (or ``config_file``), with ``overrides``.
+
+    Every ``pretrained`` initialisation key of the model section is cleared: the checkpoint holds
+    every weight, so evaluating or predicting never looks for the original pretrained files (a run
+    started from ``torchvision:`` weights evaluates offline). The checkpoint must belong to the
+    config's task and backbone.
+    """
+    from ..config import apply_overrides, config_from_dict, load_config
+
+    if config_file is not None:
+        cfg = load_config(config_file, list(overrides))
+    elif isinstance(state.get("config"), dict):
+        cfg = config_from_dict(apply_overrides(state["config"], list(overrides)))
+    else:
+        raise CheckpointError(f"{path} holds no config: give --config FILE")
+    _clear_pretrained(cfg.model)
+    check_compatible(state, path, cfg.task, cfg.model.backbone.name)
+    return cfg
+
+
+def _clear_pretrained(section: Any) -> None:
+    """Set every ``pretrained`` / ``pretrained_sha256`` field of nested config dataclasses to None."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name in ("pretrained", "pretrained_sha256"):
+            setattr(section, f.name, None)
+        elif dataclasses.is_dataclass(value):
+            _clear_pretrained(value)
+
+
 def load_model_state(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Strict load that names the mismatching keys (missing, unexpected, wrong shape) in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in weights and weights[k].shape != own[k].shape
-    ]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if keys:
-            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-            problems.append(f"{label}: {', '.join(keys[:3])}{more}")
-    if problems:
-        raise CheckpointError(f"{path} does not fit this model: {'; '.join(problems)}")
-    model.load_state_dict(weights)
+    """Strict load of a whole model (``backbone.weights.load_strict`` with CheckpointError)."""
+    from ..backbone.weights import load_strict
+
+    load_strict(model, weights, str(path), CheckpointError)

@@ -52,6 +52,24 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics)."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group cleanly: wait for every rank (unless after an error), then destroy
+    it. A rank that exits with the group alive can abort in the backend's threads (``terminate
+    called without an active exception``), and torchrun then kills the ranks still writing."""
+    if is_distributed():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_gather_list(items: list[Any]) -> list[Any]:
     """Concatenate a picklable list from every rank, in rank order."""
     if not is_distributed():

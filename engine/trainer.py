@@ -1,9 +1,10 @@
 """The one training loop every task runs through.
 
-``Trainer(cfg).fit()`` builds the task's model and data, applies the fine-tuning policy, and runs
+``Trainer(task).fit()`` builds the task's data and model, applies the fine-tuning policy, and runs
 an explicit epoch loop: AMP, gradient accumulation and clipping, EMA, channels_last, optional
 torch.compile, DDP under torchrun, exact resume. Tasks only supply ``training_step`` /
-``evaluation_step``; callbacks do the bookkeeping.
+``evaluation_step`` (see ``tasks/base.py``: the engine knows the contract, never a task);
+callbacks do the bookkeeping.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import Config, save_config
+from ..config import save_config
 from ..errors import CheckpointError, UserError
 from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
@@ -57,6 +58,21 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[mode]
 
 
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """``batch`` with every tensor moved to ``device`` (in lists, tuples and dicts); 4-D tensors
+    (image batches) in channels_last layout when asked. The one place batches change device."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
+    return batch
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -64,20 +80,18 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Fit and evaluate any task from a :class:`~resvision.config.Config`.
+    """Fit and evaluate any task.
 
     Args:
-        cfg: the resolved config.
-        task: a task instance (default: built from ``cfg.task``).
+        task: a :class:`~resvision.tasks.Task` (``resvision.build_task(cfg)``); its ``cfg`` is the run's config.
         callbacks: extra callbacks, run after the default ones.
         resume: checkpoint to resume from; ``"auto"`` = ``<run_dir>/checkpoints/last.pt``.
     """
 
-    def __init__(self, cfg: Config, task=None, callbacks: list[Callback] | None = None, resume: str | Path | None = None) -> None:
-        from ..tasks import build_task
-
+    def __init__(self, task, callbacks: list[Callback] | None = None, resume: str | Path | None = None) -> None:
+        cfg = task.cfg
         self.cfg = cfg
-        self.task = task if task is not None else build_task(cfg)
+        self.task = task
         self.callbacks = default_callbacks(cfg) + list(callbacks or [])
         self.resume = resume
         self.run_dir = cfg.run_dir
@@ -127,7 +141,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         seed_everything(self.cfg.train.seed)  # same initial weights on every rank
-        self.model = self.task.build_model()
+        self.model = self.task.build_model(self.data)
         self.backbone = self.task.backbone_of(self.model)
         apply_finetune_policy(self.backbone, self.cfg.finetune)
         self.model.to(self.device)
@@ -151,7 +165,8 @@ class Trainer:
 
     def _build_loaders(self) -> None:
         train = self.cfg.train
-        self.train_set, self.val_set = self.task.build_datasets()
+        self.data = self.task.build_datasets()
+        self.train_set, self.val_set = self.data.train, self.data.val
         if len(self.train_set) == 0:
             raise UserError("the training set is empty")
         # DistributedSampler even on one process: the shuffled order depends only on (seed, epoch),
@@ -198,7 +213,7 @@ class Trainer:
             if self.resume:
                 self._load_resume(self.resume)
         self._wrap_model()
-        self.evaluator = self.task.build_evaluator()
+        self.evaluator = self.task.build_evaluator(self.data)
         self._built = True
 
     # ------------------------------------------------------------------ state
@@ -217,7 +232,7 @@ class Trainer:
             "task": self.cfg.task,
             "backbone": self.cfg.model.backbone.name,
             "config": self.cfg.to_dict(),
-            "meta": self.task.checkpoint_meta(),
+            "meta": self.data.meta(),
         }
 
     def _resume_path(self, resume: str | Path) -> Path:
@@ -307,11 +322,12 @@ class Trainer:
         count, start = 0, time.perf_counter()
         batches = self._progress(self.train_loader, f"epoch {self.epoch + 1}/{self.epochs}")
         for i, batch in enumerate(batches):
+            batch = to_device(batch, self.device, train.channels_last)
             update = (i + 1) % train.grad_accum == 0
             sync = contextlib.nullcontext() if update or not isinstance(self.train_model, DistributedDataParallel) else self.train_model.no_sync()
             with sync:
                 with self._autocast():
-                    losses = self.task.training_step(self.train_model, batch, self.device)
+                    losses = self.task.training_step(self.train_model, batch)
                 loss = sum(losses.values())
                 self._check_finite(loss, i)
                 self.scaler.scale(loss / train.grad_accum).backward()
@@ -368,14 +384,21 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        """Evaluate on the validation split; every rank returns the same metrics."""
+        """Evaluate on the validation split; every rank returns the same metrics.
+
+        Under DDP each rank's BatchNorm running statistics have seen only its own batches; rank 0's
+        are the ones saved in checkpoints, so they are broadcast first: every rank then evaluates
+        the model that ``last.pt`` holds, and the report equals a later ``eval`` of that file.
+        """
         model = self.eval_model
+        dist_utils.broadcast_buffers(model)
         was_training = model.training
         model.eval()
         self.evaluator.reset()
         for batch in self._progress(self.val_loader, "validate"):
+            batch = to_device(batch, self.device, self.cfg.train.channels_last)
             with self._autocast():
-                predictions, targets = self.task.evaluation_step(model, batch, self.device)
+                predictions, targets = self.task.evaluation_step(model, batch)
             self.evaluator.update(predictions, targets)
         self.evaluator.gather()
         metrics = self.evaluator.compute() if dist_utils.is_main_process() else None
@@ -395,19 +418,34 @@ class Trainer:
             self.best["stale"] += 1
 
     def _finish(self) -> None:
-        """report.json (final metrics + best) and the task's report files, on rank 0."""
+        """report.json (final metrics + best) and the task's report files, on rank 0, after every
+        rank is done training (the others then wait at the final barrier, see cli.main)."""
+        dist_utils.barrier()
         if not dist_utils.is_main_process():
             return
         report = dict(self.metrics)
         report.update({f"best_{self.monitor}": self.best["value"], "best_epoch": self.best["epoch"] + 1})
         report.update({"epochs": self.epoch + 1, "steps": self.global_step})
-        (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        self.task.write_report(self.run_dir, self.eval_model, self.evaluator)
+        self._write_results(self.run_dir, report, self.eval_model)
+
+    def _write_results(self, out_dir: Path, report: dict[str, Any], model: nn.Module) -> None:
+        """report.json, the skipped-image list, then the task's report files. Plots come last and
+        can never fail a finished run: metrics and checkpoints are already on disk."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+        if self.data.skipped:
+            (out_dir / "skipped.txt").write_text("".join(f"{path}\n" for path in self.data.skipped))
+            log.warning("%d images skipped (list in %s)", len(self.data.skipped), out_dir / "skipped.txt")
+        try:
+            self.task.write_report(out_dir, model, self.evaluator, self.data)
+        except Exception as err:  # noqa: BLE001 - a plot must not lose a finished run
+            log.warning("report files incomplete (%s: %s); report.json and checkpoints are written",
+                        type(err).__name__, err)
 
     # ------------------------------------------------------------------ evaluation only
     def evaluate(self, checkpoint: str | Path | None = None) -> dict[str, float]:
         """Evaluate ``checkpoint`` (its EMA weights when present) on the validation split and
-        write the task's report into the run directory."""
+        write report.json and the task's report into ``cfg.run_dir``."""
         self.setup(for_training=False)
         self.ema = None  # the checkpoint's EMA weights (if any) are loaded into the model itself
         if checkpoint is not None:
@@ -415,8 +453,7 @@ class Trainer:
             check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
             load_model_state(self.model, state.get("ema") or state["model"], checkpoint)
         self.metrics = self.validate()
+        dist_utils.barrier()
         if dist_utils.is_main_process():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "report.json").write_text(json.dumps(self.metrics, indent=2))
-            self.task.write_report(self.run_dir, self.model, self.evaluator)
+            self._write_results(self.run_dir, dict(self.metrics), self.model)
         return self.metrics

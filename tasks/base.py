@@ -1,14 +1,73 @@
-"""What every task provides to the Trainer, and the evaluator protocol."""
+"""The task contract: everything the Trainer and the command line may call on a task, and nothing else.
+
+A task turns a :class:`~resvision.config.Config` into typed pieces: data (:class:`DataInfo`), a
+model around a registry backbone, losses, an :class:`Evaluator`, reports and predictions. The
+Trainer and ``cli.py`` talk to this interface only, so adding a task never touches them (see
+``docs/architecture.md``, "Adding a task").
+
+Data flows one way and is passed explicitly::
+
+    data = task.build_datasets()            # DataInfo: datasets + class names + ground truth
+    model = task.build_model(data)
+    evaluator = task.build_evaluator(data)
+    task.write_report(run_dir, model, evaluator, data)
+    data = task.data_from_meta(checkpoint["meta"])   # prediction without the training data
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..engine import distributed as dist_utils
+from ..errors import UserError
+
+
+@dataclass
+class DataInfo:
+    """What :meth:`Task.build_datasets` returns: the datasets and what evaluation, reports and
+    prediction need. Tasks subclass it to add their own ground truth (e.g. COCO category ids).
+
+    Attributes:
+        train: Training dataset; None when restored from a checkpoint for prediction.
+        val: Validation dataset; None likewise.
+        classes: Class names in the order of the model's outputs.
+        skipped: Image files left out as unreadable (the run lists them in ``skipped.txt``).
+    """
+
+    train: Dataset | None = None
+    val: Dataset | None = None
+    classes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    #: Fields stored in checkpoints (plain lists / numbers), enough to predict without the data.
+    meta_fields: ClassVar[tuple[str, ...]] = ("classes",)
+
+    def meta(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.meta_fields}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "DataInfo":
+        return cls(**{name: meta[name] for name in cls.meta_fields if name in meta})
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A ``resvision predict`` option a task accepts (``--score-thresh 0.5`` -> ``score_thresh=0.5``)."""
+
+    name: str  # keyword of Task.predict, e.g. "score_thresh"
+    type: Callable[[str], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
 
 class Evaluator:
@@ -39,61 +98,88 @@ class Evaluator:
     def compute(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        """Restore what :meth:`checkpoint_meta` saved (predicting without the training data)."""
-
     def write_report(self, run_dir: str | Path) -> None:
         """Write JSON/CSV/PNG files under ``run_dir`` (rank 0 only)."""
 
 
 class Task:
-    """Glue between a :class:`~resvision.config.Config` and the typed pieces of one task.
+    """Glue between a config and the typed pieces of one task.
 
-    The Trainer only talks to this interface: it never knows whether it trains a classifier or a
-    detector. ``model.backbone`` must be a registry :class:`~resvision.backbone.Backbone` so the
-    fine-tuning policy can freeze, unfreeze and group its stages.
+    ``backbone_of(model)`` must return a registry :class:`~resvision.backbone.Backbone`, so the
+    fine-tuning policy can freeze, unfreeze and group its stages the same way for every task.
+    Batches reach :meth:`training_step` / :meth:`evaluation_step` already on the model's device.
     """
 
-    name: str = ""
-    ModelConfig: type
-    DataConfig: type
-    default_config: str = ""  # packaged config used by `--task NAME` without `--config`
-    main_metric: str = ""
-    main_metric_mode: str = "max"
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # one line for --help
+    ModelConfig: ClassVar[type]
+    DataConfig: ClassVar[type]
+    Data: ClassVar[type[DataInfo]] = DataInfo
+    default_config: ClassVar[str] = ""  # packaged config (or a YAML path) used by `--task NAME`
+    main_metric: ClassVar[str] = ""
+    main_metric_mode: ClassVar[str] = "max"
+    predict_options: ClassVar[tuple[TaskOption, ...]] = ()
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
-    def build_model(self) -> nn.Module:
+    # ------------------------------------------------------------------ building
+    def build_datasets(self) -> DataInfo:
+        raise NotImplementedError
+
+    def data_from_meta(self, meta: dict[str, Any]) -> DataInfo:
+        """The :class:`DataInfo` saved in a checkpoint (no datasets), for prediction."""
+        return self.Data.from_meta(meta)
+
+    def build_model(self, data: DataInfo) -> nn.Module:
         raise NotImplementedError
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         """The registry Backbone inside ``model`` (the fine-tuning policy acts on it alone)."""
         return model.backbone
 
-    def build_datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        raise NotImplementedError
-
     def collate_fn(self) -> Callable | None:
         return None
 
-    def training_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    def build_evaluator(self, data: DataInfo) -> Evaluator:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Forward one batch and return named losses; the Trainer back-propagates their sum."""
         raise NotImplementedError
 
-    def evaluation_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Any, Any]:
+    def evaluation_step(self, model: nn.Module, batch: Any) -> tuple[Any, Any]:
         """Forward one batch in eval mode; return ``(predictions, targets)`` for the evaluator."""
         raise NotImplementedError
 
-    def build_evaluator(self) -> Evaluator:
-        raise NotImplementedError
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        """Extra facts stored in checkpoints (class names...), needed to predict without the data."""
-        return {}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        """Restore what :meth:`checkpoint_meta` saved (predicting without the training data)."""
-
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: Evaluator) -> None:
+    # ------------------------------------------------------------------ results
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: Evaluator, data: DataInfo) -> None:
+        """Report files after an evaluation (the evaluator's tables and plots; tasks add pictures)."""
         evaluator.write_report(run_dir)
+
+    def predict(self, model: nn.Module, paths: list[str], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
+        """One JSON-able dict per image file; ``options`` are the task's :attr:`predict_options`."""
+        raise UserError(f"task {self.name} does not support predict")
+
+    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
+        """Write the task's prediction files (JSON here; tasks add CSV / PNG) and return their paths."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "predictions.json"
+        path.write_text(json.dumps(results, indent=2))
+        return [path]
+
+    def load_results(self, path: str | Path, data: DataInfo) -> Evaluator:
+        """An evaluator holding the predictions of an external results file, ready to ``compute``."""
+        raise UserError(f"task {self.name} does not support scoring a predictions file")
+
+    # ------------------------------------------------------------------ helpers
+    @classmethod
+    def options_of(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Keep the given (non-None) options; an option of another task is a one-line error."""
+        accepted = {o.name for o in cls.predict_options}
+        for name, value in given.items():
+            if value is not None and name not in accepted:
+                raise UserError(f"--{name.replace('_', '-')} does not apply to task {cls.name}")
+        return {k: v for k, v in given.items() if v is not None}
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -13,7 +14,10 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from resvision.backbone import Backbone, FeatureSpec, build_backbone, list_backbones, register_backbone
 from resvision.backbone.base import count_parameters
-from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS, ShortcutA, SqueezeExcite
+from resvision.backbone.resnet import (
+    CIFAR_ARCHS, TORCHVISION_ARCHS, BasicBlock, Bottleneck, ResNetConfig, ShortcutA, SqueezeExcite,
+)
+from resvision.config import BackboneConfig
 from resvision.errors import ConfigError
 
 TORCHVISION_NAMES = list(TORCHVISION_ARCHS)
@@ -96,6 +100,24 @@ def test_matches_torchvision(name: str) -> None:
         assert tuple(feats[spec.name].shape) == (1, spec.channels, 64 // spec.stride, 64 // spec.stride)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet20", "custom"])
+def test_zero_init_residual_zeroes_every_last_bn(name: str) -> None:
+    options = dict(layers=[1, 2], widths=[8, 16]) if name == "custom" else {}
+    net = build_backbone(name, zero_init_residual=True, **options)
+    blocks = [m for m in net.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    last_bns = [m.bn3 if isinstance(m, Bottleneck) else m.bn2 for m in blocks]
+    assert blocks and all(bool((bn.weight == 0).all()) for bn in last_bns)
+    assert bool((net.bn1.weight == 1).all())  # the stem BN keeps gamma 1
+
+
+def test_resnet_config_is_the_one_schema() -> None:
+    # The config section model.backbone.custom *is* ResNetConfig, so no option can drift away.
+    assert BackboneConfig.__dataclass_fields__["custom"].default_factory is ResNetConfig
+    cfg = ResNetConfig(block="basic", layers=[1, 1], widths=[8, 16], zero_init_residual=True)
+    net = build_backbone("custom", **dataclasses.asdict(cfg))
+    assert net.cfg == cfg
+
+
 def test_own_init_matches_torchvision_scheme() -> None:
     torch.manual_seed(0)
     net = build_backbone("resnet50", zero_init_residual=True)
@@ -176,6 +198,13 @@ def test_out_features_subset_and_c1() -> None:
     (dict(name="custom", layers=[2, 2], widths=[64]), "widths"),
     (dict(name="custom", widths=[64, 32, 16, 8], shortcut="A"), "shortcut"),
     (dict(name="timm:resnet18x"), "timm:resnet18"),
+    (dict(name="custom", blocks="basic"), "'block'"),  # one schema: ResNetConfig's fields are the options
+    (dict(name="timm:../../x"), "'../../x' is not a timm model name"),
+    (dict(name="timm:hf-hub:timm/resnet18"), "'hf-hub:timm/resnet18' is not a timm model name"),
+    (dict(name="timm:resnet18.bogus"), "no pretrained tag 'bogus' for resnet18"),
+    (dict(name="timm:resnet18", act_layer="nosuchact"), "act_layer='nosuchact'"),
+    (dict(name="timm:resnet18", norm_layer="nosuchnorm"), "norm_layer='nosuchnorm'"),
+    (dict(name="timm:resnet18", no_such_option=1), "no_such_option=1"),
 ])
 def test_config_errors_are_one_line(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

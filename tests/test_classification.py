@@ -75,8 +75,9 @@ def test_mixup_cutmix_train_on_soft_targets(tiny_folder, tmp_path):
     cfg = load_config("classification", tiny_overrides(tiny_folder, tmp_path, "data.mixup=0.8", "data.cutmix=1.0",
                                                        "model.label_smoothing=0"))
     task = build_task(cfg)
-    train, _ = task.build_datasets()
-    model = task.build_model().eval()
+    data = task.build_datasets()
+    train = data.train
+    model = task.build_model(data).eval()
     targets = train.dataset.targets
     # labels 0, 1, 2, 1: timm pairs sample i with N-1-i, so every pair mixes two classes
     picks = [targets.index(c) for c in (0, 1, 2)] + [targets.index(1) + 1]
@@ -84,7 +85,7 @@ def test_mixup_cutmix_train_on_soft_targets(tiny_folder, tmp_path):
     labels = torch.tensor([train[i][1] for i in picks])
     torch.manual_seed(0)
     np.random.seed(0)
-    loss = task.training_step(model, (images.clone(), labels, torch.arange(4)), torch.device("cpu"))["ce"]  # mixes in place
+    loss = task.training_step(model, (images.clone(), labels, torch.arange(4)))["ce"]  # mixes in place
     plain = torch.nn.functional.cross_entropy(model(images), labels)
     # Mixed images pair sample i with sample N-1-i: the loss is no longer the plain cross-entropy.
     assert not torch.isclose(loss, plain)
@@ -97,10 +98,12 @@ def test_mixup_cutmix_train_on_soft_targets(tiny_folder, tmp_path):
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.slow
 def test_default_demo_reaches_98_percent(tmp_path):
-    """The README's `make demo` claim: ResNet-20 on the built-in digits, default config, >= 98% top-1."""
-    from resvision import Trainer, load_config
+    """The README's `make demo` claim: ResNet-20 on the built-in digits, default config, >= 98% top-1
+    (a 2-minute run: `make test-slow`, which CI runs after `make test`)."""
+    from resvision import Trainer, build_task, load_config
 
     cfg = load_config("classification", [f"output={tmp_path}/demo", "train.progress=false"])
-    metrics = Trainer(cfg).fit()
+    metrics = Trainer(build_task(cfg)).fit()
     assert metrics["num_samples"] == 360 and metrics["top1"] >= 0.98

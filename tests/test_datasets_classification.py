@@ -221,7 +221,7 @@ def test_worker_count_does_not_change_batches(digits_root: Path) -> None:
 
 def test_build_folder_split_and_digits(tmp_path: Path, digits_root: Path) -> None:
     _make_tree(tmp_path / "flat", {"a": 5, "b": 5})
-    train_ds, val_ds = build_classification_datasets("folder", root=tmp_path / "flat", val_split=0.2, image_size=16)
+    train_ds, val_ds = build_classification_datasets("folder", root=tmp_path / "flat", val_fraction=0.2, image_size=16)
     assert (len(train_ds), len(val_ds)) == (8, 2)
     assert train_ds[0][0].shape == (3, 16, 16)
 

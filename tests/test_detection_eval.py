@@ -98,9 +98,10 @@ def _pycocotools_stats(coco_gt, results, image_ids=None):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    # stats: 0 AP, 1 AP50, 2 AP75, 3-5 AP small / medium / large, 6-8 AR@1/10/100.
-    indices = {"bbox_AP": 0, "bbox_AP50": 1, "bbox_AP75": 2, "bbox_APs": 3, "bbox_APm": 4, "bbox_APl": 5,
-               "bbox_AR100": 8}
+    # stats: 0 AP, 1 AP50, 2 AP75, 3-5 AP small / medium / large, 6-8 AR@1/10/100, 9-11 AR s/m/l.
+    names = ["bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",
+             "bbox_AR1", "bbox_AR10", "bbox_AR100", "bbox_ARs", "bbox_ARm", "bbox_ARl"]
+    indices = dict(zip(names, range(12)))
     assert ev.stats[7] != ev.stats[8] or image_ids is not None  # the data tells AR@10 from AR@100
     return {key: float(ev.stats[i]) for key, i in indices.items()}
 
@@ -117,6 +118,7 @@ def test_coco_numbers_equal_pycocotools(coco_gt):
     metrics = ev.compute()
     expected = _pycocotools_stats(coco_gt, _coco_results([1, 2, 5, 9]))
     assert {k: metrics[k] for k in COCO_STATS} == pytest.approx(expected, abs=1e-12)
+    assert set(COCO_STATS) == set(expected)  # all 12 of COCOeval's stats are reported
     assert 0.2 < metrics["bbox_AP"] < 0.9 and all(metrics[k] >= 0 for k in ("bbox_APs", "bbox_APm", "bbox_APl"))
     assert metrics["num_images"] == 4 and metrics["num_detections"] == 24
     assert 0 < metrics["voc12_mAP50"] <= 1 and 0 < metrics["voc07_mAP50"] <= 1

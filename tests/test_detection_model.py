@@ -12,6 +12,7 @@ from resvision.engine.optim import apply_finetune_policy
 from resvision.errors import CheckpointError, ConfigError
 from resvision.tasks import build_task
 from resvision.tasks.detection import DetectorSettings, build_faster_rcnn
+from resvision.tasks.detection.task import DetectionDataInfo
 
 SMALL = dict(min_size=160, max_size=224)
 
@@ -55,13 +56,14 @@ def small_cfg(tmp_path, *extra):
 
 def one_training_step(cfg):
     task = build_task(cfg)
-    train, _ = task.build_datasets()
-    model = task.build_model().train()
+    data = task.build_datasets()
+    train = data.train
+    model = task.build_model(data).train()
     apply_finetune_policy(task.backbone_of(model), cfg.finetune)
     batch = task.collate_fn()([train[i] for i in range(2)])
     params = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]
-    losses = task.training_step(model, batch, torch.device("cpu"))
+    losses = task.training_step(model, batch)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in params)  # every trainable tensor is connected to the loss
@@ -94,12 +96,11 @@ def test_classification_checkpoint_initialises_the_detector_backbone(tmp_path, t
     from resvision import Trainer
     from resvision.engine import load_checkpoint
 
-    Trainer(load_config("classification", tiny_overrides(tiny_folder, tmp_path / "cls", "model.backbone.name=resnet18",
-                                                         "train.epochs=1"))).fit()
+    Trainer(build_task(load_config("classification", tiny_overrides(
+        tiny_folder, tmp_path / "cls", "model.backbone.name=resnet18", "train.epochs=1")))).fit()
     ckpt = tmp_path / "cls/checkpoints/last.pt"
     task = build_task(small_cfg(tmp_path, "model.backbone.name=resnet18", f"model.backbone.pretrained={ckpt}"))
-    task.classes, task.category_ids = ["a", "b"], [1, 2]
-    model = task.build_model()
+    model = task.build_model(DetectionDataInfo(classes=["a", "b"], category_ids=[1, 2]))
     trained = load_checkpoint(ckpt)["model"]
     for name, tensor in task.backbone_of(model).state_dict().items():
         assert torch.equal(tensor, trained[f"backbone.{name}"]), name
@@ -109,9 +110,27 @@ def test_checkpoint_with_other_class_count_is_refused(tmp_path):
     from resvision.engine.checkpoint import load_model_state
 
     task = build_task(small_cfg(tmp_path))
-    task.classes, task.category_ids = ["a", "b"], [1, 2]
-    two = task.build_model()
-    task.classes, task.category_ids = ["a", "b", "c"], [1, 2, 3]
-    three = task.build_model()
-    with pytest.raises(CheckpointError, match="shape mismatch: roi_heads.box_predictor.cls_score.weight"):
+    two = task.build_model(DetectionDataInfo(classes=["a", "b"], category_ids=[1, 2]))
+    three = task.build_model(DetectionDataInfo(classes=["a", "b", "c"], category_ids=[1, 2, 3]))
+    with pytest.raises(CheckpointError, match=r"shape mismatch \(file vs model\): roi_heads.box_predictor.cls_score.weight"):
         load_model_state(three, two.state_dict(), "two_classes.pt")
+
+
+def test_detector_trained_with_bn_loads_into_a_frozen_bn_detector(tmp_path):
+    """torchvision's FrozenBatchNorm2d drops `num_batches_tracked` on load; so does our loader: a
+    detector state dict from ordinary BN (every such run) fits a frozen-BN detector, and the
+    frozen model then computes exactly what the BN model computes in eval mode."""
+    from resvision.engine.checkpoint import load_model_state
+
+    data = DetectionDataInfo(classes=["a", "b"], category_ids=[1, 2])
+    bn = build_task(small_cfg(tmp_path, "model.backbone.norm=bn")).build_model(data).eval()
+    for m in bn.modules():  # non-trivial statistics, so a skipped copy would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5), m.weight.data.uniform_(0.5, 1.5)
+    state = bn.state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in state)
+    frozen = build_task(small_cfg(tmp_path, "model.backbone.norm=frozen_bn")).build_model(data).eval()
+    load_model_state(frozen, state, "bn_detector.pt")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen.backbone(x)["c5"], bn.backbone(x)["c5"], atol=1e-5, rtol=1e-4)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_overrides
 
@@ -47,3 +48,22 @@ def test_two_processes_equal_one_process_with_same_global_batch(tiny_folder, tmp
     reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two")]
     assert reports[0]["num_samples"] == reports[1]["num_samples"] == 9  # every val image once, none padded
     assert reports[0]["top1"] == reports[1]["top1"]
+
+
+def test_ddp_report_describes_the_saved_model_and_every_launch_exits_cleanly(tiny_folder, tmp_path):
+    """Trainable BN: each rank's running statistics see only its own half batches. The report must
+    equal a 1-process `eval` of the run's last.pt (rank 0's buffers are what it saves), and every
+    launch must exit 0 with its report and plots written (runs aborted at exit before)."""
+    from resvision.cli import main
+
+    for i in range(2):
+        run = tmp_path / f"run{i}"
+        out = run_train(tiny_overrides(tiny_folder, run, "train.epochs=1", "train.batch_size=4", f"train.seed={i}"),
+                        nproc=2)
+        assert "terminate called" not in out.stderr
+        report = json.loads((run / "report.json").read_text())
+        assert (run / "plots/loss.png").is_file() and (run / "metrics.jsonl").read_text().strip()
+        assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / f"e{i}")]) == 0
+        again = json.loads((tmp_path / f"e{i}/report.json").read_text())
+        assert again["num_samples"] == report["num_samples"] == 9
+        assert again["top1"] == report["top1"] and again["f1_macro"] == pytest.approx(report["f1_macro"], abs=1e-12)

@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from resvision import Trainer, load_config
+from resvision import Trainer, build_task, load_config
 from resvision.engine import Callback, TrainingDiverged, load_checkpoint
 from resvision.errors import CheckpointError, ConfigError, UserError
 
 
 def make_trainer(root, run_dir, *extra, **kw):
-    return Trainer(load_config("classification", tiny_overrides(root, run_dir, *extra)), **kw)
+    return Trainer(build_task(load_config("classification", tiny_overrides(root, run_dir, *extra))), **kw)
 
 
 class StopAfterEpoch(Callback):
@@ -68,8 +68,8 @@ class NanAt(Callback):
     def on_epoch_start(self, trainer):
         original = trainer.task.training_step
 
-        def poisoned(model, batch, device):
-            losses = original(model, batch, device)
+        def poisoned(model, batch):
+            losses = original(model, batch)
             if trainer.global_step >= self.step:
                 losses["ce"] = losses["ce"] * float("nan")
             return losses
@@ -220,8 +220,8 @@ def test_existing_run_is_never_overwritten(tiny_folder, tmp_path):
     # Without an explicit output directory the run moves on to <name>-2.
     cfg = load_config("classification", tiny_overrides(tiny_folder, tmp_path, "output=null", f"output_dir={tmp_path}",
                                                        "name=exp", "train.epochs=1"))
-    first, second = Trainer(cfg), Trainer(load_config("classification", tiny_overrides(
-        tiny_folder, tmp_path, "output=null", f"output_dir={tmp_path}", "name=exp", "train.epochs=1")))
+    first, second = Trainer(build_task(cfg)), Trainer(build_task(load_config("classification", tiny_overrides(
+        tiny_folder, tmp_path, "output=null", f"output_dir={tmp_path}", "name=exp", "train.epochs=1"))))
     first.fit(), second.fit()
     assert first.run_dir == tmp_path / "classification/exp" and second.run_dir == tmp_path / "classification/exp-2"
     assert load_config(second.run_dir / "config.yaml").name == "exp-2"
@@ -229,8 +229,8 @@ def test_existing_run_is_never_overwritten(tiny_folder, tmp_path):
 
 def test_bad_config_leaves_no_run_directory(tmp_path):
     with pytest.raises(UserError):
-        Trainer(load_config("classification", ["data.format=folder", f"data.root={tmp_path}/missing",
-                                               f"output={tmp_path}/run"])).fit()
+        Trainer(build_task(load_config("classification", ["data.format=folder", f"data.root={tmp_path}/missing",
+                                                          f"output={tmp_path}/run"]))).fit()
     assert not (tmp_path / "run").exists()
 
 

@@ -12,9 +12,10 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from resvision.backbone import Backbone, build_backbone, load_pretrained, read_state_dict
+from resvision.backbone import Backbone, build_backbone, build_backbone_from_config, load_pretrained, read_state_dict
 from resvision.backbone.weights import torchvision_cache_path
-from resvision.errors import WeightsError
+from resvision.config import load_config
+from resvision.errors import ConfigError, WeightsError
 
 TV_RESNET18_V1_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
@@ -206,3 +207,34 @@ def test_load_pretrained_needs_a_known_spec() -> None:
     with pytest.raises(WeightsError) as info:
         load_pretrained(net, "not-a-file", arch="resnet18")
     assert "not-a-file" in single_line_error(info)
+
+
+class _RunsOnLoad:
+    """Unpickling this calls ``Path.touch(marker)``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("option", ["checkpoint_path", "pretrained_cfg_overlay", "pretrained_cfg"])
+def test_timm_weight_source_options_are_refused(tmp_path: Path, option: str) -> None:
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _RunsOnLoad(marker)}, evil)
+    value = str(evil) if option == "checkpoint_path" else {"file": str(evil), "num_classes": 1000}
+    with pytest.raises(ConfigError) as info:
+        build_backbone("timm:resnet18", **{option: value})
+    message = single_line_error(info)
+    assert repr(option) in message and "pretrained=<file>" in message
+    assert not marker.exists()
+
+
+def test_timm_weight_source_options_are_refused_from_a_config(tmp_path: Path) -> None:
+    cfg = load_config("classification", ["model.backbone.name=timm:resnet18",
+                                         f"model.backbone.args={{checkpoint_path: {tmp_path / 'w.pth'}}}"])
+    with pytest.raises(ConfigError) as info:
+        build_backbone_from_config(cfg.model.backbone)
+    assert "model.backbone.pretrained" in single_line_error(info)

@@ -87,3 +87,11 @@ def test_zoo_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed[0]["name"] == "resnet20" and printed[0]["params"] == 269_722
     with pytest.raises(SystemExit):
         zoo_main(["--format", "html"])
+
+
+def test_zoo_unknown_name_is_one_line_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert zoo_main(["resnet5"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: unknown backbone 'resnet5' for the zoo; did you mean resnet5")
+    assert "resnet50" in captured.err and captured.err.count("\n") == 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -12,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig
 from ...datasets import IMAGENET_MEAN, IMAGENET_STD, build_classification_datasets, classification_transforms, read_image
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
-from ..base import Task
+from ..base import DataInfo, Task, TaskOption
 from .evaluator import ClassificationEvaluator
 from .gradcam import grad_cam
 from .model import ImageClassifier
@@ -25,29 +27,33 @@ from .model import ImageClassifier
 @dataclass
 class ClassificationModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_classes: int | None = None  # None: the number of classes in the data
-    dropout: float = 0.0
-    label_smoothing: float = 0.0
+    num_classes: int | None = field(default=None, metadata={"ge": 1})  # None: the number of classes in the data
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+    label_smoothing: float = field(default=0.0, metadata={"ge": 0, "le": 1})
 
 
 @dataclass
 class ClassificationDataConfig:
+    # The held-out fraction was `val_split`, which detection uses for a split *name*.
+    renamed_keys: ClassVar[dict[str, str]] = {"val_split": "val_fraction (a fraction in [0, 1))"}
+
     format: Literal["digits", "folder", "csv"] = "digits"
     root: str | None = None  # folder with train/ and val/, a class tree to split, or the digits cache
     train: str | None = None  # training folder or CSV
-    val: str | None = None  # validation folder or CSV (absent: val_split of train)
-    val_split: float = 0.2
+    val: str | None = None  # validation folder or CSV (absent: val_fraction of train)
+    val_fraction: float = field(default=0.2, metadata={"ge": 0, "lt": 1})
     classes: list[str] | None = None
-    image_size: int = 224
-    resize: int | None = None  # evaluation resize before the centre crop (default size / 0.875)
+    image_size: int = field(default=224, metadata={"ge": 1})
+    # Evaluation resize before the centre crop (default size / 0.875).
+    resize: int | None = field(default=None, metadata={"ge": 1})
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    hflip: float = 0.5
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    color_jitter: float = 0.4
-    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
-    cutmix: float = 0.0
-    on_bad_image: Literal["skip", "error"] = "skip"
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"gt": 0})
+    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={"gt": 0, "le": 1})
+    color_jitter: float = field(default=0.4, metadata={"ge": 0, "le": 1})
+    mixup: float = field(default=0.0, metadata={"ge": 0})  # Beta(alpha, alpha); 0 = off
+    cutmix: float = field(default=0.0, metadata={"ge": 0})
+    on_bad_image: Literal["skip", "error"] = "skip"  # every image is decoded once before training
 
 
 class IndexedDataset(Dataset):
@@ -69,15 +75,16 @@ class IndexedDataset(Dataset):
 
 class ClassificationTask(Task):
     name = "classification"
+    description = "image classification (folder / CSV / built-in digits)"
     ModelConfig = ClassificationModelConfig
     DataConfig = ClassificationDataConfig
     default_config = "classification/classifier_resnet20_digits"
     main_metric = "top1"
+    predict_options = (TaskOption("topk", int, "classification: classes per image (default 5)"),)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.classes: list[str] | None = cfg.data.classes
-        self.mixup = None
+        self.mixup = None  # timm Mixup, made by build_model once the class count is known
 
     # ------------------------------------------------------------------ building
     def transforms(self, train: bool):
@@ -89,25 +96,31 @@ class ClassificationTask(Task):
             scale=tuple(d.scale), color_jitter=d.color_jitter,
         )
 
-    def build_datasets(self) -> tuple[Dataset, Dataset]:
+    def build_datasets(self) -> DataInfo:
+        """Both splits, every image decoded once up front: unreadable files are left out and
+        listed (``data.on_bad_image=skip``) or stop the run (``error``) before epoch 1, so a
+        validation image is never replaced by a neighbour."""
         d = self.cfg.data
         train, val = build_classification_datasets(
-            d.format, root=d.root, train=d.train, val=d.val, val_split=d.val_split, classes=d.classes,
+            d.format, root=d.root, train=d.train, val=d.val, val_fraction=d.val_fraction, classes=d.classes,
             train_transform=self.transforms(True), val_transform=self.transforms(False),
             on_bad_image=d.on_bad_image, seed=self.cfg.train.seed,
         )
-        self.classes = list(train.classes)
-        self.val_source = val
-        return IndexedDataset(train), IndexedDataset(val)
+        progress = self.cfg.train.progress
+        skipped = train.verify(progress=progress) + val.verify(progress=progress)
+        if skipped and d.on_bad_image == "error":
+            raise DataError(f"unreadable image: {skipped[0]} ({len(skipped)} in all; "
+                            "data.on_bad_image=skip leaves such files out)")
+        return DataInfo(IndexedDataset(train), IndexedDataset(val), list(train.classes), skipped)
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, data: DataInfo) -> nn.Module:
         m = self.cfg.model
-        num_classes = m.num_classes or (len(self.classes) if self.classes else None)
+        num_classes = m.num_classes or len(data.classes) or None
         if num_classes is None:
             raise ConfigError("model.num_classes is unknown: set it or data.classes")
-        if self.classes and m.num_classes and m.num_classes != len(self.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(self.classes)} classes")
-        backbone = m.backbone.build()
+        if data.classes and m.num_classes and m.num_classes != len(data.classes):
+            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes")
+        backbone = build_backbone_from_config(m.backbone)
         if self.cfg.data.mixup > 0 or self.cfg.data.cutmix > 0:
             from timm.data import Mixup
 
@@ -115,22 +128,12 @@ class ClassificationTask(Task):
                                label_smoothing=m.label_smoothing, num_classes=num_classes)
         return ImageClassifier(backbone, num_classes, m.dropout)
 
-    def build_evaluator(self) -> ClassificationEvaluator:
-        return ClassificationEvaluator(self.classes or [str(i) for i in range(self.cfg.model.num_classes or 0)])
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {"classes": list(self.classes or [])}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        self.classes = meta.get("classes") or self.classes
+    def build_evaluator(self, data: DataInfo) -> ClassificationEvaluator:
+        return ClassificationEvaluator(data.classes or [str(i) for i in range(self.cfg.model.num_classes or 0)])
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         if self.mixup is not None and len(images) % 2 == 0:  # timm's Mixup pairs samples: needs an even batch
             images, soft = self.mixup(images, labels)
             logits = model(images)
@@ -138,38 +141,36 @@ class ClassificationTask(Task):
         logits = model(images)
         return {"ce": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.model.label_smoothing)}
 
-    def evaluation_step(self, model: nn.Module, batch, device: torch.device):
+    def evaluation_step(self, model: nn.Module, batch):
         images, labels, indices = batch
-        images = images.to(device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return model(images), (labels, indices)
 
     # ------------------------------------------------------------------ reports
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator) -> None:
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo) -> None:
         evaluator.write_report(run_dir)
-        if not evaluator.labels or not hasattr(self, "val_source"):
+        if not evaluator.labels:
             return
-        self._misclassified_grid(run_dir, evaluator)
-        self._grad_cam_grid(run_dir, model, evaluator)
+        self._misclassified_grid(run_dir, evaluator, data.val.dataset)
+        self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset)
 
-    def _misclassified_grid(self, run_dir: Path, evaluator: ClassificationEvaluator, limit: int = 24) -> None:
+    def _misclassified_grid(self, run_dir: Path, evaluator: ClassificationEvaluator, source: Dataset, limit: int = 24) -> None:
         classes, probs, labels, indices = evaluator.arrays()
         wrong = np.flatnonzero(classes[:, 0] != labels)
         wrong = wrong[np.argsort(-probs[wrong, 0], kind="stable")][:limit]  # most confident mistakes first
         if len(wrong) == 0:
             return
         names = evaluator.class_names
-        images = [read_image(self.val_source.samples[indices[i]][0]) for i in wrong]
+        images = [read_image(source.samples[indices[i]][0]) for i in wrong]
         captions = [f"true {names[labels[i]]} / pred {names[classes[i, 0]]} ({probs[i, 0]:.2f})" for i in wrong]
         save_image_grid(images, captions, run_dir / "plots" / "misclassified.png",
                         f"Most confident mistakes ({len(wrong)} of {int((classes[:, 0] != labels).sum())})")
 
-    def _grad_cam_grid(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, count: int = 8) -> None:
+    def _grad_cam_grid(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, source: Dataset,
+                       count: int = 8) -> None:
         device = next(model.parameters()).device
         d = self.cfg.data
-        picks = np.linspace(0, len(self.val_source) - 1, num=min(count, len(self.val_source))).astype(int)
-        batch = torch.stack([self.val_source[int(i)][0] for i in picks]).to(device)
+        picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).astype(int)
+        batch = torch.stack([source[int(i)][0] for i in picks]).to(device)
         was_training = model.training
         model.eval()
         cams, predicted = grad_cam(model, batch)
@@ -180,19 +181,20 @@ class ClassificationTask(Task):
             rgb = (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
             heat = _jet(cam.numpy())
             shown.append((255 * (0.55 * rgb + 0.45 * heat)).astype(np.uint8))
-            true = evaluator.class_names[self.val_source.samples[idx][1]]
+            true = evaluator.class_names[source.samples[idx][1]]
             captions.append(f"true {true} / pred {evaluator.class_names[int(pred)]}")
         save_image_grid(shown, captions, run_dir / "plots" / "gradcam.png", "Grad-CAM of the predicted class", cols=4)
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], out_dir: Path | None = None, topk: int = 5,
+    def predict(self, model: nn.Module, paths: list[str], data: DataInfo, topk: int = 5,
                 batch_size: int = 32) -> list[dict[str, Any]]:
-        """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``
-        (``out_dir`` is unused: the caller writes the JSON / CSV)."""
+        """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
+        if topk < 1:
+            raise ConfigError(f"--topk must be >= 1, got {topk}")
         device = next(model.parameters()).device
         transform = self.transforms(False)
-        names = self.classes or []
+        names = data.classes
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
@@ -204,6 +206,20 @@ class ClassificationTask(Task):
                     {"label": names[c] if c < len(names) else str(c), "index": c, "prob": round(p, 6)} for p, c in zip(ps, cs)
                 ]})
         return results
+
+
+    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
+        """predictions.json and predictions.csv (image, best label and probability, the top-k)."""
+        written = super().write_predictions(results, out_dir, data)
+        path = out_dir / "predictions.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "label", "prob", "topk"])
+            for r in results:
+                best = r["topk"][0]
+                writer.writerow([r["image"], best["label"], best["prob"],
+                                 ";".join(f"{t['label']}:{t['prob']:.4f}" for t in r["topk"])])
+        return [*written, path]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from .voc_eval import VocClassResult, mean_ap, voc_evaluate  # noqa: E402
 
 # pycocotools' stats vector: 0 AP, 1 AP50, 2 AP75, 3 APs, 4 APm, 5 APl, 6-8 AR@1/10/100, 9-11 AR s/m/l.
 COCO_STATS = {"bbox_AP": 0, "bbox_AP50": 1, "bbox_AP75": 2, "bbox_APs": 3, "bbox_APm": 4, "bbox_APl": 5,
-              "bbox_AR100": 8}
+              "bbox_AR1": 6, "bbox_AR10": 7, "bbox_AR100": 8, "bbox_ARs": 9, "bbox_ARm": 10, "bbox_ARl": 11}
 VOC_KEYS = ("voc07_mAP50", "voc12_mAP50")
 
 PROTOCOL = {
@@ -58,7 +58,12 @@ PROTOCOL = {
     "bbox_APs": "COCO AP for small objects (area < 32^2 px); -1 when no ground truth is small",
     "bbox_APm": "COCO AP for medium objects (32^2 <= area < 96^2 px); -1 when none",
     "bbox_APl": "COCO AP for large objects (area >= 96^2 px); -1 when none",
+    "bbox_AR1": "COCO average recall with at most 1 detection per image, IoU 0.50:0.05:0.95",
+    "bbox_AR10": "COCO average recall with at most 10 detections per image, IoU 0.50:0.05:0.95",
     "bbox_AR100": "COCO average recall with at most 100 detections per image, IoU 0.50:0.05:0.95",
+    "bbox_ARs": "COCO AR@100 for small objects (area < 32^2 px); -1 when none",
+    "bbox_ARm": "COCO AR@100 for medium objects (32^2 <= area < 96^2 px); -1 when none",
+    "bbox_ARl": "COCO AR@100 for large objects (area >= 96^2 px); -1 when none",
     "voc07_mAP50": "PASCAL VOC2007 devkit rule: IoU >= 0.5, 11-point interpolated AP, mean over classes with "
                    "at least one non-difficult box; difficult and crowd boxes ignored",
     "voc12_mAP50": "PASCAL VOC2010-2012 devkit rule: IoU >= 0.5, area under the monotone precision envelope, "

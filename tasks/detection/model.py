@@ -48,23 +48,25 @@ class FPNBackbone(nn.Module):
 class DetectorSettings:
     """Faster R-CNN hyper-parameters (torchvision's defaults; Ren et al. 2015, Lin et al. 2017)."""
 
-    fpn_channels: int = 256
-    anchor_sizes: list[list[int]] = field(default_factory=lambda: [[32], [64], [128], [256], [512]])
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    min_size: int = 800
-    max_size: int = 1333
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    rpn_positive_fraction: float = 0.5
-    box_batch_size_per_image: int = 512
-    box_positive_fraction: float = 0.25
-    representation_size: int = 1024
-    box_score_thresh: float = 0.05
-    box_nms_thresh: float = 0.5
-    box_detections_per_img: int = 100
+    # Field metadata: bounds checked by the config loader (see resvision.config).
+    fpn_channels: int = field(default=256, metadata={"ge": 1})
+    anchor_sizes: list[list[int]] = field(default_factory=lambda: [[32], [64], [128], [256], [512]],
+                                          metadata={"ge": 1})
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0], metadata={"gt": 0})
+    min_size: int = field(default=800, metadata={"ge": 1})
+    max_size: int = field(default=1333, metadata={"ge": 1})
+    rpn_pre_nms_top_n_train: int = field(default=2000, metadata={"ge": 1})
+    rpn_pre_nms_top_n_test: int = field(default=1000, metadata={"ge": 1})
+    rpn_post_nms_top_n_train: int = field(default=2000, metadata={"ge": 1})
+    rpn_post_nms_top_n_test: int = field(default=1000, metadata={"ge": 1})
+    rpn_batch_size_per_image: int = field(default=256, metadata={"ge": 1})
+    rpn_positive_fraction: float = field(default=0.5, metadata={"gt": 0, "le": 1})
+    box_batch_size_per_image: int = field(default=512, metadata={"ge": 1})
+    box_positive_fraction: float = field(default=0.25, metadata={"gt": 0, "le": 1})
+    representation_size: int = field(default=1024, metadata={"ge": 1})
+    box_score_thresh: float = field(default=0.05, metadata={"ge": 0, "le": 1})
+    box_nms_thresh: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    box_detections_per_img: int = field(default=100, metadata={"ge": 1})
 
 
 def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettings) -> FasterRCNN:

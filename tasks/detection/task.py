@@ -12,18 +12,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from ...backbone.weights import fetch_url, read_state_dict, torchvision_cache_path, torchvision_weights_url
+from ...backbone import build_backbone_from_config
+from ...backbone.weights import fetch_url, load_strict, read_state_dict, torchvision_cache_path, torchvision_weights_url
 from ...config import BackboneConfig
 from ...datasets import read_image
 from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
 from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
-from ...engine.checkpoint import load_model_state
-from ...errors import ConfigError, WeightsError
+from ...errors import ConfigError, UserError
 from ...reports import save_image_grid
-from ..base import Task
+from ..base import DataInfo, Task, TaskOption
 from .evaluator import DetectionEvaluator
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
 
@@ -33,7 +32,8 @@ log = logging.getLogger("resvision")
 @dataclass
 class DetectionModelConfig(DetectorSettings):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_classes: int | None = None  # object classes, background excluded; None: from the data
+    # Object classes, background excluded; None: from the data.
+    num_classes: int | None = field(default=None, metadata={"ge": 1})
     pretrained: str | None = None  # whole detector: torchvision:COCO_V1 (resnet50 only) or a file
 
 
@@ -50,23 +50,33 @@ class DetectionDataConfig:
     val_split: str = "val"
     classes: list[str] | None = None
     keep_empty: bool = True  # images without objects stay in training as negatives
-    hflip: float = 0.5
-    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
-    color_jitter: float = 0.2
-    min_visibility: float = 0.3  # boxes cut below this visible fraction by augmentation are dropped
+    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2], metadata={"gt": 0})
+    color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    # Boxes cut below this visible fraction by augmentation are dropped.
+    min_visibility: float = field(default=0.3, metadata={"ge": 0, "le": 1})
+
+
+@dataclass
+class DetectionDataInfo(DataInfo):
+    """Detection data: labels ``1..K`` map to ``category_ids`` (the dataset's own ids, for COCO
+    results); ``val_gt`` is the loaded validation split with its COCO ground truth."""
+
+    category_ids: list[int] = field(default_factory=list)
+    val_gt: DetectionData | None = None
+
+    meta_fields = ("classes", "category_ids")
 
 
 class DetectionTask(Task):
     name = "detection"
+    description = "Faster R-CNN + FPN object detection (COCO / VOC / built-in shapes)"
     ModelConfig = DetectionModelConfig
     DataConfig = DetectionDataConfig
+    Data = DetectionDataInfo
     default_config = "detection/fasterrcnn_smallresnet_shapes"
     main_metric = "bbox_AP"
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.classes: list[str] | None = cfg.data.classes
-        self.category_ids: list[int] | None = None
+    predict_options = (TaskOption("score_thresh", float, "detection: minimum score of a drawn / listed box (default 0.5)"),)
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone.body
@@ -87,63 +97,62 @@ class DetectionTask(Task):
             raise ConfigError("data.format=voc needs data.root (the folder holding Annotations/ and JPEGImages/)")
         return load_voc(d.root, d.train_split if split == "train" else d.val_split, classes=d.classes, keep_empty=keep)
 
-    def build_datasets(self) -> tuple[Dataset, Dataset]:
+    def build_datasets(self) -> DetectionDataInfo:
         d = self.cfg.data
         train, val = self.load_data("train"), self.load_data("val")
         if train.classes != val.classes:
             raise ConfigError(f"train and val class lists differ: {train.classes} vs {val.classes}")
-        self.classes, self.category_ids, self.val_data = train.classes, train.category_ids, val
         log.info("detection data: %d train / %d val images, %d classes", len(train.samples), len(val.samples), len(train.classes))
         augment = detection_transforms(True, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
                                        color_jitter=d.color_jitter, min_visibility=d.min_visibility)
         seed = self.cfg.train.seed
-        return (DetectionDataset(train, augment, train=True, seed=seed),
-                DetectionDataset(val, detection_transforms(False), train=False, seed=seed))
+        return DetectionDataInfo(train=DetectionDataset(train, augment, train=True, seed=seed),
+                                 val=DetectionDataset(val, detection_transforms(False), train=False, seed=seed),
+                                 classes=list(train.classes), category_ids=list(train.category_ids), val_gt=val)
 
     def collate_fn(self):
         return detection_collate
 
     # ------------------------------------------------------------------ model
-    def build_model(self) -> nn.Module:
+    def build_model(self, data: DataInfo) -> nn.Module:
         m = self.cfg.model
-        if not self.classes and not m.num_classes:
+        if not data.classes and not m.num_classes:
             raise ConfigError("model.num_classes is unknown: set it or data.classes")
-        if self.classes and m.num_classes and m.num_classes != len(self.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(self.classes)} classes")
-        num_classes = m.num_classes or len(self.classes)
-        body = m.backbone.build()
+        if data.classes and m.num_classes and m.num_classes != len(data.classes):
+            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes")
+        num_classes = m.num_classes or len(data.classes)
+        body = build_backbone_from_config(m.backbone)
         settings = DetectorSettings(**{f.name: getattr(m, f.name) for f in dataclasses.fields(DetectorSettings)})
         model = build_faster_rcnn(body, num_classes + 1, settings)
         if m.pretrained:
             load_detector_weights(model, m.pretrained, m.backbone.name)
         return model
 
-    def build_evaluator(self) -> DetectionEvaluator:
-        return DetectionEvaluator(self.val_data.coco_gt, self.val_data.category_ids, self.classes)
+    def build_evaluator(self, data: DetectionDataInfo) -> DetectionEvaluator:
+        return DetectionEvaluator(data.val_gt.coco_gt, data.category_ids, data.classes)
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {"classes": list(self.classes or []), "category_ids": list(self.category_ids or [])}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        self.classes = meta.get("classes") or self.classes
-        self.category_ids = meta.get("category_ids") or self.category_ids
+    def load_results(self, path: str | Path, data: DetectionDataInfo) -> DetectionEvaluator:
+        """Score a COCO-format results file from any detector against the validation ground truth."""
+        evaluator = self.build_evaluator(data)
+        evaluator.load_results(path)
+        return evaluator
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch, device: torch.device) -> dict[str, torch.Tensor]:
+    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, targets = batch
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
         return model(images, targets)  # torchvision: loss_classifier, loss_box_reg, loss_objectness, loss_rpn_box_reg
 
-    def evaluation_step(self, model: nn.Module, batch, device: torch.device):
+    def evaluation_step(self, model: nn.Module, batch):
         images, targets = batch
-        outputs = model([image.to(device, non_blocking=True) for image in images])
+        outputs = model(images)
         return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs], targets
 
     # ------------------------------------------------------------------ reports
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: DetectionEvaluator) -> None:
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: DetectionEvaluator,
+                     data: DetectionDataInfo) -> None:
         evaluator.write_report(run_dir)
-        samples = self.val_data.samples[:8]
+        samples = data.val_gt.samples[:8]
         by_image: dict[int, list[dict]] = {}
         for r in evaluator.results:
             by_image.setdefault(r["image_id"], []).append(r)
@@ -151,7 +160,7 @@ class DetectionTask(Task):
         for s in samples:
             dets = [r for r in by_image.get(s.image_id, []) if r["score"] >= 0.5]
             boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in dets)]).reshape(-1, 4)
-            names = [self.classes[self.category_ids.index(r["category_id"])] + f" {r['score']:.2f}" for r in dets]
+            names = [data.classes[data.category_ids.index(r["category_id"])] + f" {r['score']:.2f}" for r in dets]
             images.append(draw_boxes(read_image(s.image_path), s.boxes, boxes, names))
             captions.append(f"image {s.image_id}: {len(dets)} detections >= 0.5")
         if images:
@@ -160,28 +169,42 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], out_dir: Path | None = None, score_thresh: float = 0.5) -> list[dict[str, Any]]:
-        """Detections per image file (``box`` = x1, y1, x2, y2 pixels); with ``out_dir``, one PNG per
-        image with the boxes drawn and ``results_coco.json`` (COCO results format, image_id = input order)."""
+    def predict(self, model: nn.Module, paths: list[str], data: DetectionDataInfo,
+                score_thresh: float = 0.5) -> list[dict[str, Any]]:
+        """Detections per image file: ``[{"image", "detections": [{"label", "category_id", "score",
+        "box": [x1, y1, x2, y2] pixels}]}]``."""
+        if not 0 <= score_thresh <= 1:
+            raise UserError(f"--score-thresh must lie in [0, 1], got {score_thresh}")
         device = next(model.parameters()).device
-        results, coco = [], []
-        for image_id, path in enumerate(paths):
+        results = []
+        for path in paths:
             rgb = read_image(path)
             output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
             keep = output["scores"] >= score_thresh
             boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
-            dets = [{"label": self.classes[int(k) - 1], "category_id": self.category_ids[int(k) - 1],
+            dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
                      "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
                     for b, s, k in zip(boxes, scores, labels)]
             results.append({"image": str(path), "detections": dets})
-            coco += [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
-                      "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]} for d in dets]
-            if out_dir is not None:
-                drawn = draw_boxes(rgb, np.zeros((0, 4)), boxes.numpy(), [f"{d['label']} {d['score']:.2f}" for d in dets])
-                save_image_grid([drawn], [Path(path).name], Path(out_dir) / f"{Path(path).stem}_boxes.png", "", cols=1)
-        if out_dir is not None:
-            (Path(out_dir) / "results_coco.json").write_text(json.dumps(coco))
         return results
+
+    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:
+        """predictions.json, ``results_coco.json`` (COCO results format, image_id = input order) and
+        one ``<image>_boxes.png`` per image with its boxes drawn."""
+        written = super().write_predictions(results, out_dir, data)
+        coco = [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
+                 "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                for image_id, r in enumerate(results) for d in r["detections"]]
+        (out_dir / "results_coco.json").write_text(json.dumps(coco))
+        written.append(out_dir / "results_coco.json")
+        for r in results:
+            boxes = np.array([d["box"] for d in r["detections"]]).reshape(-1, 4)
+            drawn = draw_boxes(read_image(r["image"]), np.zeros((0, 4)), boxes,
+                               [f"{d['label']} {d['score']:.2f}" for d in r["detections"]])
+            path = out_dir / f"{Path(r['image']).stem}_boxes.png"
+            save_image_grid([drawn], [Path(r["image"]).name], path, "", cols=1)
+            written.append(path)
+        return written
 
 
 def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> np.ndarray:
@@ -218,8 +241,5 @@ def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> No
     if head:
         log.info("model.pretrained: %s has another class count; the box predictor starts fresh", path)
         state = {k: v for k, v in state.items() if k not in head} | {k: own[k] for k in head}
-    try:
-        load_model_state(model, state, path)
-    except Exception as err:  # noqa: BLE001 - re-raise as a weights problem with the same one line
-        raise WeightsError(str(err)) from None
+    load_strict(model, state, f"model.pretrained {path}")
     log.info("loaded detector weights from %s", path)
