@@ -46,18 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint (or a predictions file) on the validation split")
     _common(evaluate)
     evaluate.add_argument("--checkpoint", help="checkpoint file (.pt) written by `resvision train`")
-    evaluate.add_argument("--predictions", help="a results file from any model, in the task's format "
-                                                "(detection: COCO results JSON)")
+    formats = "; ".join(f"{t.name}: {t.results_format}" for t in _task_classes() if t.results_format)
+    evaluate.add_argument("--predictions", help=f"a results file from any model, in the task's format ({formats})")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value")
     predict = sub.add_parser("predict", help="run a checkpoint on images or folders")
     _common(predict)
     predict.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) written by `resvision train`")
-    seen = set()
+    seen: dict[str, object] = {}
     for task_cls in _task_classes():
         for option in task_cls.predict_options:
-            if option.name not in seen:
-                seen.add(option.name)
-                predict.add_argument(option.flag, dest=option.name, type=option.type, help=option.help)
+            if option.name in seen:  # two tasks may share an option, with one meaning of its value
+                if seen[option.name] is not option.type:
+                    raise TypeError(f"predict option {option.flag} has two types ({task_cls.name})")
+                continue
+            seen[option.name] = option.type
+            predict.add_argument(option.flag, dest=option.name, type=option.type, help=option.help)
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     predict.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value")
     sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features); `zoo --help` for options")
@@ -98,6 +101,12 @@ def _checkpoint_cfg(args, path: str):
     cfg = checkpoint_config(state, path, list(args.overrides or []), args.config)
     _check_task(args, cfg)
     return state, cfg
+
+
+def _next_to(checkpoint: str, kind: str) -> Path:
+    """``<run>/<kind>`` for ``<run>/checkpoints/x.pt``; ``<folder>/<kind>`` for a checkpoint elsewhere."""
+    folder = Path(checkpoint).resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / kind
 
 
 def _results_dir(explicit: str | None, default_parent: Path) -> Path:
@@ -142,10 +151,9 @@ def cmd_eval(args) -> int:
         return _eval_predictions(args)
     if not args.checkpoint:
         raise UserError("give --checkpoint FILE (or --predictions FILE with a results file)")
-    _, cfg = _checkpoint_cfg(args, args.checkpoint)
-    run = Path(args.checkpoint).resolve().parent.parent
-    cfg.output = str(_results_dir(args.output, run / "eval"))
-    metrics = Trainer(build_task(cfg)).evaluate(args.checkpoint)
+    state, cfg = _checkpoint_cfg(args, args.checkpoint)
+    cfg.output = str(_results_dir(args.output, _next_to(args.checkpoint, "eval")))
+    metrics = Trainer(build_task(cfg)).evaluate(args.checkpoint, state)
     if dist_utils.is_main_process():
         print(json.dumps(metrics, indent=2))
         print(f"report: {cfg.run_dir / 'report.json'}")
@@ -158,8 +166,10 @@ def _eval_predictions(args) -> int:
 
     cfg = _load_cfg(args)
     task = build_task(cfg)
+    if not task.results_format:
+        raise UserError(task.unsupported("scoring a predictions file"))
     out = _results_dir(args.output, Path(args.predictions).resolve().parent / "eval")
-    evaluator = task.load_results(args.predictions, task.build_datasets())
+    evaluator = task.load_results(args.predictions, task.build_datasets(training=False))
     metrics = evaluator.compute()
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(metrics, indent=2))
@@ -181,7 +191,7 @@ def cmd_predict(args) -> int:
     model = task.build_model(data)
     load_model_state(model, state.get("ema") or state["model"], args.checkpoint)
     model.eval()
-    out = _results_dir(args.output, Path(args.checkpoint).resolve().parent.parent / "predict")
+    out = _results_dir(args.output, _next_to(args.checkpoint, "predict"))
     results = task.predict(model, paths, data, **options)
     written = task.write_predictions(results, out, data)
     if len(results) <= 20:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import operator
 import re
 import types
@@ -32,6 +33,7 @@ from .backbone.resnet import ResNetConfig
 from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+log = logging.getLogger("resvision")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,11 +310,16 @@ def _convert(cls: type, data: Any, path: str, section_types: dict[str, type] | N
         full = f"{path}{key}"
         if key not in fields:
             renamed = getattr(cls, "renamed_keys", {}).get(key)
-            if renamed:
-                raise ConfigError(f"config key '{full}' is now '{path}{renamed}'")
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{path}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
-            raise ConfigError(f"unknown config key '{full}'{hint}")
+            if renamed and renamed not in data:
+                # Read under the new name, so configs stored in older runs and checkpoints still load.
+                log.warning("config key '%s' is now '%s%s'; read as such", full, path, renamed)
+                key, full = renamed, f"{path}{renamed}"
+            elif renamed:
+                raise ConfigError(f"config has both '{full}' and its new name '{path}{renamed}'")
+            else:
+                close = difflib.get_close_matches(str(key), list(fields), n=1)
+                hint = f" (did you mean '{path}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
+                raise ConfigError(f"unknown config key '{full}'{hint}")
         typ = (section_types or {}).get(key, hints[key])
         kwargs[key] = _check(typ, value, full)
         _check_metadata(kwargs[key], fields[key].metadata, full)
@@ -403,7 +410,9 @@ def _check_scalar(typ: type, value: Any, path: str) -> Any:
         return _BOOL_WORDS[value.lower()]  # the YAML 1.1 words, where the schema asks for a bool
     if typ in (int, str, bool) and isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
         return value
-    if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if typ is str and isinstance(value, bool):
+        return str(value).lower()  # name=true: YAML's bool, written back as the word it was
+    if typ is str and isinstance(value, (int, float)):
         return str(value)  # e.g. name=2024 on the command line
     raise ConfigError(f"{path}: expected {_type_name(typ)}, got {value!r}")
 

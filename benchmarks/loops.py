@@ -48,7 +48,7 @@ def make_trainer(case: TrainCase, batches, run_dir: Path):
     from resvision.tasks.classification.task import ClassificationTask
 
     class PremadeTask(ClassificationTask):
-        def build_datasets(self):
+        def build_datasets(self, training=True):
             items = [(x, y, torch.arange(len(y))) for x, y in batches]
             return DataInfo(items, items[:1], [str(i) for i in range(case.classes)])
 

@@ -45,6 +45,10 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={name} but CUDA is not available (use train.device=cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"train.device={name} but this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"train.device={name} but MPS is not available (use train.device=cpu)")
     return device
 
 
@@ -163,30 +167,32 @@ class Trainer:
             model = torch.compile(model)
         self.train_model = model
 
-    def _build_loaders(self) -> None:
+    def _build_loaders(self, for_training: bool) -> None:
         train = self.cfg.train
-        self.data = self.task.build_datasets()
+        self.data = self.task.build_datasets(training=for_training)
         self.train_set, self.val_set = self.data.train, self.data.val
-        if len(self.train_set) == 0:
-            raise UserError("the training set is empty")
-        # DistributedSampler even on one process: the shuffled order depends only on (seed, epoch),
-        # so N processes see the same global batches as one process with N x the batch.
-        self.train_sampler = DistributedSampler(
-            self.train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(), shuffle=True, seed=train.seed
-        )
         common = dict(
             num_workers=train.num_workers,
             collate_fn=self.task.collate_fn(),
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,  # fresh workers see the dataset's new epoch (augmentation seeds)
         )
+        self.val_loader = DataLoader(
+            self.val_set, batch_size=train.batch_size, sampler=dist_utils.ShardSampler(len(self.val_set)), **common
+        )
+        if not for_training:
+            return
+        if self.train_set is None or len(self.train_set) == 0:
+            raise UserError("the training set is empty")
+        # DistributedSampler even on one process: the shuffled order depends only on (seed, epoch),
+        # so N processes see the same global batches as one process with N x the batch.
+        self.train_sampler = DistributedSampler(
+            self.train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(), shuffle=True, seed=train.seed
+        )
         per_rank = len(self.train_sampler)
         self.train_loader = DataLoader(
             self.train_set, batch_size=train.batch_size, sampler=self.train_sampler,
             drop_last=per_rank >= 2 * train.batch_size, **common,
-        )
-        self.val_loader = DataLoader(
-            self.val_set, batch_size=train.batch_size, sampler=dist_utils.ShardSampler(len(self.val_set)), **common
         )
 
     def _build_optimization(self) -> None:
@@ -205,7 +211,7 @@ class Trainer:
         if for_training and self.resume:
             self.resume = self._resume_path(self.resume)  # fail before any expensive building
         self._setup_runtime()
-        self._build_loaders()  # first: the data decides the number of classes
+        self._build_loaders(for_training)  # first: the data decides the number of classes
         self._build_model()
         if for_training:
             self._claim_run_dir()
@@ -443,13 +449,13 @@ class Trainer:
                         type(err).__name__, err)
 
     # ------------------------------------------------------------------ evaluation only
-    def evaluate(self, checkpoint: str | Path | None = None) -> dict[str, float]:
-        """Evaluate ``checkpoint`` (its EMA weights when present) on the validation split and
-        write report.json and the task's report into ``cfg.run_dir``."""
+    def evaluate(self, checkpoint: str | Path | None = None, state: dict[str, Any] | None = None) -> dict[str, float]:
+        """Evaluate ``checkpoint`` (its EMA weights when present; ``state`` when already read) on
+        the validation split and write report.json and the task's report into ``cfg.run_dir``."""
         self.setup(for_training=False)
         self.ema = None  # the checkpoint's EMA weights (if any) are loaded into the model itself
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint)
+            state = state if state is not None else load_checkpoint(checkpoint)
             check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
             load_model_state(self.model, state.get("ema") or state["model"], checkpoint)
         self.metrics = self.validate()

@@ -64,10 +64,19 @@ class TaskOption:
     name: str  # keyword of Task.predict, e.g. "score_thresh"
     type: Callable[[str], Any]
     help: str
+    minimum: float | None = None  # checked before any checkpoint is read
+    maximum: float | None = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        low = self.minimum is not None and value < self.minimum
+        high = self.maximum is not None and value > self.maximum
+        if low or high:
+            bounds = f"[{'-inf' if self.minimum is None else self.minimum}, {'inf' if self.maximum is None else self.maximum}]"
+            raise UserError(f"{self.flag} must lie in {bounds}, got {value}")
 
 
 class Evaluator:
@@ -119,12 +128,15 @@ class Task:
     main_metric: ClassVar[str] = ""
     main_metric_mode: ClassVar[str] = "max"
     predict_options: ClassVar[tuple[TaskOption, ...]] = ()
+    results_format: ClassVar[str] = ""  # what `eval --predictions` scores (see load_results); "" = nothing
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
     # ------------------------------------------------------------------ building
-    def build_datasets(self) -> DataInfo:
+    def build_datasets(self, training: bool = True) -> DataInfo:
+        """The data. With ``training=False`` (evaluation) the task may skip work that only training
+        needs (e.g. decoding every training image); ``val`` must be complete either way."""
         raise NotImplementedError
 
     def data_from_meta(self, meta: dict[str, Any]) -> DataInfo:
@@ -160,7 +172,7 @@ class Task:
 
     def predict(self, model: nn.Module, paths: list[str], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
         """One JSON-able dict per image file; ``options`` are the task's :attr:`predict_options`."""
-        raise UserError(f"task {self.name} does not support predict")
+        raise UserError(self.unsupported("predict"))
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
         """Write the task's prediction files (JSON here; tasks add CSV / PNG) and return their paths."""
@@ -170,16 +182,23 @@ class Task:
         return [path]
 
     def load_results(self, path: str | Path, data: DataInfo) -> Evaluator:
-        """An evaluator holding the predictions of an external results file, ready to ``compute``."""
-        raise UserError(f"task {self.name} does not support scoring a predictions file")
+        """An evaluator holding the predictions of an external results file (:attr:`results_format`),
+        ready to ``compute``."""
+        raise UserError(self.unsupported("scoring a predictions file"))
+
+    @classmethod
+    def unsupported(cls, what: str) -> str:
+        return f"task {cls.name} does not support {what}"
 
     # ------------------------------------------------------------------ helpers
     @classmethod
     def options_of(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Keep the given (non-None) options; an option of another task is a one-line error."""
-        accepted = {o.name for o in cls.predict_options}
+        """Keep the given (non-None) options, checked; an option of another task is a one-line error."""
+        accepted = {o.name: o for o in cls.predict_options}
         for name, value in given.items():
             if value is not None and name not in accepted:
                 raise UserError(f"--{name.replace('_', '-')} does not apply to task {cls.name}")
+            if value is not None:
+                accepted[name].check(value)
         return {k: v for k, v in given.items() if v is not None}
 

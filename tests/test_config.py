@@ -7,7 +7,7 @@ import yaml
 
 from resvision.backbone import build_backbone_from_config
 from resvision.backbone.resnet import BasicBlock, Bottleneck
-from resvision.config import CONFIG_DIR, load_config, packaged_configs, save_config
+from resvision.config import CONFIG_DIR, config_from_dict, load_config, packaged_configs, save_config
 from resvision.errors import ConfigError
 
 
@@ -228,3 +228,20 @@ def test_yaml_file_off_is_a_choice_and_round_trips(tmp_path):
     assert (cfg.train.amp, cfg.train.ema, cfg.name) == ("off", True, "no")
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_renamed_key_reads_under_its_new_name_with_a_warning(caplog):
+    """Classification's held-out fraction was `data.val_split` (detection's is a split name): the
+    old spelling, in a command line or in a config stored by an older run, still loads."""
+    with caplog.at_level("WARNING", logger="resvision"):
+        cfg = load_config("classification", ["data.val_split=0.3"])
+    assert cfg.data.val_fraction == 0.3
+    assert "config key 'data.val_split' is now 'data.val_fraction'" in caplog.text
+    stored = cfg.to_dict()
+    stored["data"]["val_split"] = stored["data"].pop("val_fraction")
+    assert config_from_dict(stored).data.val_fraction == 0.3
+
+
+def test_string_keys_take_yaml_words_as_text():
+    cfg = load_config("classification", ["name=true", "data.classes=[yes, no, true]"])
+    assert cfg.name == "true" and cfg.data.classes == ["yes", "no", "true"]

@@ -47,19 +47,29 @@ def test_eval_checkpoint_reproduces_the_report(run, tmp_path):
     assert again["bbox_AP"] == pytest.approx(json.loads((run / "report.json").read_text())["bbox_AP"], abs=1e-9)
 
 
-def test_predict_writes_boxes_json_and_images(run, tmp_path, capsys):
+def test_predict_on_a_folder_writes_boxes_json_and_images(run, tmp_path, capsys):
+    import shutil
+
     from resvision.datasets.shapes import shapes_dataset
 
-    image = sorted((shapes_dataset() / "images" / "val").glob("*.jpg"))[0]
-    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path),
-                 "--score-thresh", "0.0", str(image)]) == 0
-    results = json.loads((tmp_path / "predictions.json").read_text())
-    assert results[0]["image"] == str(image) and results[0]["detections"]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in sorted((shapes_dataset() / "images" / "val").glob("*.jpg"))[:2]:
+        shutil.copy(image, folder)
+    image = sorted(folder.iterdir())[0]
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(out),
+                 "--score-thresh", "0.0", str(folder)]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) == 2 and results[0]["image"] == str(image) and results[0]["detections"]
     det = results[0]["detections"][0]
     assert det["label"] in ("circle", "square", "triangle") and len(det["box"]) == 4
-    assert (tmp_path / f"{image.stem}_boxes.png").is_file()
-    coco = json.loads((tmp_path / "results_coco.json").read_text())
-    assert len(coco) == len(results[0]["detections"]) and coco[0]["category_id"] in (1, 3, 7)
+    assert (out / f"{image.stem}_boxes.png").is_file()
+    coco = json.loads((out / "results_coco.json").read_text())
+    assert len(coco) == sum(len(r["detections"]) for r in results) and coco[0]["category_id"] in (1, 3, 7)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--score-thresh", "2", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --score-thresh must lie in [0.0, 1.0], got 2.0"
 
 
 @pytest.mark.parametrize("args, fragment", [

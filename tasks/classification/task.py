@@ -35,7 +35,7 @@ class ClassificationModelConfig:
 @dataclass
 class ClassificationDataConfig:
     # The held-out fraction was `val_split`, which detection uses for a split *name*.
-    renamed_keys: ClassVar[dict[str, str]] = {"val_split": "val_fraction (a fraction in [0, 1))"}
+    renamed_keys: ClassVar[dict[str, str]] = {"val_split": "val_fraction"}
 
     format: Literal["digits", "folder", "csv"] = "digits"
     root: str | None = None  # folder with train/ and val/, a class tree to split, or the digits cache
@@ -80,7 +80,7 @@ class ClassificationTask(Task):
     DataConfig = ClassificationDataConfig
     default_config = "classification/classifier_resnet20_digits"
     main_metric = "top1"
-    predict_options = (TaskOption("topk", int, "classification: classes per image (default 5)"),)
+    predict_options = (TaskOption("topk", int, "classification: classes per image (default 5)", minimum=1),)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -96,10 +96,11 @@ class ClassificationTask(Task):
             scale=tuple(d.scale), color_jitter=d.color_jitter,
         )
 
-    def build_datasets(self) -> DataInfo:
-        """Both splits, every image decoded once up front: unreadable files are left out and
-        listed (``data.on_bad_image=skip``) or stop the run (``error``) before epoch 1, so a
-        validation image is never replaced by a neighbour."""
+    def build_datasets(self, training: bool = True) -> DataInfo:
+        """Both splits; the images to be used decoded once up front (training: both splits;
+        evaluation: the validation split): unreadable files are left out and listed
+        (``data.on_bad_image=skip``) or stop the run (``error``) before epoch 1, so a validation
+        image is never replaced by a neighbour."""
         d = self.cfg.data
         train, val = build_classification_datasets(
             d.format, root=d.root, train=d.train, val=d.val, val_fraction=d.val_fraction, classes=d.classes,
@@ -107,7 +108,7 @@ class ClassificationTask(Task):
             on_bad_image=d.on_bad_image, seed=self.cfg.train.seed,
         )
         progress = self.cfg.train.progress
-        skipped = train.verify(progress=progress) + val.verify(progress=progress)
+        skipped = (train.verify(progress=progress) if training else []) + val.verify(progress=progress)
         if skipped and d.on_bad_image == "error":
             raise DataError(f"unreadable image: {skipped[0]} ({len(skipped)} in all; "
                             "data.on_bad_image=skip leaves such files out)")
@@ -150,8 +151,20 @@ class ClassificationTask(Task):
         evaluator.write_report(run_dir)
         if not evaluator.labels:
             return
+        self._prediction_table(run_dir, evaluator, data.val.dataset)
         self._misclassified_grid(run_dir, evaluator, data.val.dataset)
         self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset)
+
+    def _prediction_table(self, run_dir: Path, evaluator: ClassificationEvaluator, source: Dataset) -> None:
+        """val_predictions.csv: every validation image with its true and predicted class and the
+        predicted probability (full precision, so two evaluations can be compared exactly)."""
+        classes, probs, labels, indices = evaluator.arrays()
+        names = evaluator.class_names
+        with open(run_dir / "val_predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "true", "predicted", "prob"])
+            for c, p, t, i in zip(classes[:, 0], probs[:, 0], labels, indices):
+                writer.writerow([source.samples[i][0], names[t], names[c], repr(float(p))])
 
     def _misclassified_grid(self, run_dir: Path, evaluator: ClassificationEvaluator, source: Dataset, limit: int = 24) -> None:
         classes, probs, labels, indices = evaluator.arrays()
@@ -190,8 +203,6 @@ class ClassificationTask(Task):
     def predict(self, model: nn.Module, paths: list[str], data: DataInfo, topk: int = 5,
                 batch_size: int = 32) -> list[dict[str, Any]]:
         """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
-        if topk < 1:
-            raise ConfigError(f"--topk must be >= 1, got {topk}")
         device = next(model.parameters()).device
         transform = self.transforms(False)
         names = data.classes

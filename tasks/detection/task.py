@@ -20,7 +20,7 @@ from ...datasets import read_image
 from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
 from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
-from ...errors import ConfigError, UserError
+from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import DetectionEvaluator
@@ -76,7 +76,9 @@ class DetectionTask(Task):
     Data = DetectionDataInfo
     default_config = "detection/fasterrcnn_smallresnet_shapes"
     main_metric = "bbox_AP"
-    predict_options = (TaskOption("score_thresh", float, "detection: minimum score of a drawn / listed box (default 0.5)"),)
+    predict_options = (TaskOption("score_thresh", float, "detection: minimum score of a listed / drawn box (default 0.5)",
+                                  minimum=0.0, maximum=1.0),)
+    results_format = "COCO results JSON ([{image_id, category_id, bbox: [x, y, w, h], score}])"
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone.body
@@ -97,7 +99,7 @@ class DetectionTask(Task):
             raise ConfigError("data.format=voc needs data.root (the folder holding Annotations/ and JPEGImages/)")
         return load_voc(d.root, d.train_split if split == "train" else d.val_split, classes=d.classes, keep_empty=keep)
 
-    def build_datasets(self) -> DetectionDataInfo:
+    def build_datasets(self, training: bool = True) -> DetectionDataInfo:
         d = self.cfg.data
         train, val = self.load_data("train"), self.load_data("val")
         if train.classes != val.classes:
@@ -173,8 +175,6 @@ class DetectionTask(Task):
                 score_thresh: float = 0.5) -> list[dict[str, Any]]:
         """Detections per image file: ``[{"image", "detections": [{"label", "category_id", "score",
         "box": [x1, y1, x2, y2] pixels}]}]``."""
-        if not 0 <= score_thresh <= 1:
-            raise UserError(f"--score-thresh must lie in [0, 1], got {score_thresh}")
         device = next(model.parameters()).device
         results = []
         for path in paths:
