@@ -88,12 +88,10 @@ def test_detection_user_errors(args, fragment, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_default_detection_run_reaches_its_target(tmp_path):
-    """The issue's bar: `tools/train.py --task detection` on the built-in shapes in about 10 minutes on
-    2 CPU cores; target bbox_AP50 >= 0.6, below 0.4 is not done. Run by `make test-slow` (CI calls it).
-
-    Measured: 0.684 with 2 threads (as `tools/train.py` runs), 0.599 with 1 thread: the trajectory
-    depends on floating-point reduction order, so the assertion keeps a margin (0.5) and the test
-    runs with the 2 threads a user gets.
+    """The README's promise: `tools/train.py --task detection` on the built-in shapes, about 10 minutes
+    on 2 CPU cores, bbox_AP50 >= 0.65 on every fresh run. Run by `make test-slow` (CI calls it) with the
+    2 threads a user gets; the README's results table gives the measured spread over seeds and 1 / 2
+    threads (docs: the trajectory depends on floating-point reduction order, so one run is not enough).
     """
     import torch
 
@@ -104,4 +102,4 @@ def test_default_detection_run_reaches_its_target(tmp_path):
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "run/report.json").read_text())
-    assert report["bbox_AP50"] >= 0.5, report
+    assert report["bbox_AP50"] >= 0.65, report
