@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from resvision.datasets.demo import digits_folder
 from resvision.datasets.image_io import BadImageError, read_image
-from resvision.datasets.transforms import classification_transforms
+from resvision.datasets.transforms import SeededAugmentation, classification_transforms
 from resvision.errors import ConfigError, DataError
 
 __all__ = [
@@ -50,7 +50,7 @@ _BAD_IMAGE_POLICIES = ("skip", "error")
 _NAMES_IN_WARNING = 5
 
 
-class ClassificationDataset(Dataset):
+class ClassificationDataset(SeededAugmentation, Dataset):
     """``(image, class index)`` pairs decoded with :func:`read_image`, augmented reproducibly.
 
     Augmentation randomness is a pure function of ``(seed, epoch, index)``: before each sample the
@@ -99,17 +99,6 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before iterating each epoch)."""
-        self.epoch = int(epoch)
-
-    def sample_seed(self, index: int) -> int:
-        """The 32-bit augmentation seed of sample ``index`` in the current epoch.
-
-        ``SeedSequence`` hashes the triple, so neighbouring indices / epochs get unrelated streams.
-        """
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor | np.ndarray, int]:
         """Return ``(image, class index)``.
 
@@ -121,9 +110,7 @@ class ClassificationDataset(Dataset):
         image, target = self._load(index)
         if self.transform is None:
             return image, target
-        set_seed = getattr(self.transform, "set_random_seed", None)
-        if set_seed is not None:
-            set_seed(self.sample_seed(index))
+        self.reseed(index)
         return self.transform(image), target
 
     def _load(self, index: int) -> tuple[np.ndarray, int]:

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from resvision.datasets.image_io import read_image
+from resvision.datasets.transforms import SeededAugmentation
 from resvision.errors import DataError
 
 __all__ = [
@@ -164,7 +165,7 @@ def progress(items: Sequence[Any], desc: str, unit: str) -> Any:
 # ---------------------------------------------------------------------------------------------- dataset
 
 
-class DetectionDataset(Dataset):
+class DetectionDataset(SeededAugmentation, Dataset):
     """``(image, target)`` pairs for torchvision-style detectors, augmented reproducibly.
 
     ``image`` is a ``(3, H, W)`` float32 tensor in ``[0, 1]`` (torchvision's detectors normalise and
@@ -221,14 +222,6 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before iterating each epoch)."""
-        self.epoch = int(epoch)
-
-    def sample_seed(self, index: int) -> int:
-        """The 32-bit augmentation seed of sample ``index`` in the current epoch."""
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Return ``(image (3, H, W) float32 in [0, 1], target dict)`` for sample ``index``.
 
@@ -253,9 +246,7 @@ class DetectionDataset(Dataset):
             chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # a writable copy
             tensor = torch.from_numpy(chw).div_(255.0)
         else:
-            set_seed = getattr(self.transform, "set_random_seed", None)
-            if set_seed is not None:
-                set_seed(self.sample_seed(index))
+            self.reseed(index)
             tensor, boxes, labels, iscrowd, difficult = self.transform(image, boxes, labels, iscrowd, difficult)
         target = {
             "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),

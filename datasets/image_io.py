@@ -19,6 +19,8 @@ Mode rules (Pillow mode -> RGB):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from PIL import Image, ImageOps
 
 from resvision.errors import DataError
 
-__all__ = ["BadImageError", "read_image"]
+__all__ = ["BadImageError", "decoded", "read_image"]
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -34,6 +36,30 @@ _SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 class BadImageError(DataError):
     """An image file that is missing or cannot be fully decoded (the message names the file)."""
+
+
+@contextlib.contextmanager
+def decoded(path: str | Path, what: str = "image", error: type[DataError] = BadImageError) -> Iterator[Image.Image]:
+    """``with decoded(path) as image:`` a PIL image with every byte decoded (truncation fails here).
+
+    Every way a file can fail to decode becomes one ``error`` line naming the file (the one place
+    that maps PIL's many exception types; image and mask readers share it).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            yield image
+    except DataError:
+        raise  # the caller's own one-line error from inside the block
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {what} file") from None
+    except Image.UnidentifiedImageError:
+        raise error(f"{path}: not an image file (unknown or corrupt format), cannot read the {what}") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError, struct.error...
+        raise error(f"{path}: cannot decode the {what} ({_one_line(exc)})") from exc
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -53,20 +79,8 @@ def read_image(path: str | Path) -> np.ndarray:
         BadImageError: The file is missing, is not an image, or is truncated / corrupt.
             The message is one line: ``<path>: <reason>``.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode every byte now: truncation raises OSError here
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb_array(upright)
-    except FileNotFoundError:
-        raise BadImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadImageError(f"{path}: is a directory, not an image") from None
-    except Image.UnidentifiedImageError:
-        raise BadImageError(f"{path}: not an image file (unknown or corrupt format)") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError, struct.error...
-        raise BadImageError(f"{path}: cannot decode ({_one_line(exc)})") from exc
+    with decoded(path) as image:
+        return _to_rgb_array(ImageOps.exif_transpose(image))
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -45,7 +45,8 @@ from resvision.datasets.classification import IMAGE_EXTENSIONS
 from resvision.datasets.coco import _index as _coco_index
 from resvision.datasets.coco import _read_json as _read_coco_json
 from resvision.datasets.coco import _select_categories
-from resvision.datasets.image_io import read_image
+from resvision.datasets.image_io import decoded, read_image
+from resvision.datasets.transforms import SeededAugmentation
 from resvision.datasets.voc import VOC_CLASSES
 from resvision.datasets.voc import _read_split as _read_voc_split
 from resvision.errors import ConfigError, DataError
@@ -113,19 +114,9 @@ def read_mask(
         ConfigError: A malformed colour table (wrong length, not ``[r, g, b]`` in 0..255, a duplicate).
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode, bands = image.mode, len(image.getbands())
-            pixels = np.asarray(image)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a mask") from None
-    except Image.UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file (unknown or corrupt format), cannot read the mask") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError...
-        raise DataError(f"{path}: cannot decode the mask ({_one_line(exc)})") from exc
+    with decoded(path, "mask", DataError) as image:
+        mode, bands = image.mode, len(image.getbands())
+        pixels = np.asarray(image)
     if mode in _SINGLE_CHANNEL_MODES:
         mask = pixels.astype(np.int64)
     elif mode in _COLOUR_MODES:
@@ -597,7 +588,7 @@ def rasterize_coco(
 # ------------------------------------------------------------------------------------------ dataset
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(SeededAugmentation, Dataset):
     """``(image, mask, index)`` triples for semantic segmentation, augmented reproducibly.
 
     Augmentation randomness is a pure function of ``(seed, epoch, index)``, as in
@@ -642,14 +633,6 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before iterating each epoch)."""
-        self.epoch = int(epoch)
-
-    def sample_seed(self, index: int) -> int:
-        """The 32-bit augmentation seed of sample ``index`` in the current epoch."""
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw ``(image (H, W, 3) uint8, mask (H, W) int64)`` of sample ``index``, sizes checked.
 
@@ -676,9 +659,7 @@ class SegmentationDataset(Dataset):
         if self.transform is None:
             chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
             return torch.from_numpy(chw).div_(255.0), torch.from_numpy(mask), index
-        set_seed = getattr(self.transform, "set_random_seed", None)
-        if set_seed is not None:
-            set_seed(self.sample_seed(index))
+        self.reseed(index)
         tensor, target = self.transform(image, mask)
         return tensor, torch.as_tensor(target).long(), index
 

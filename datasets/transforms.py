@@ -42,6 +42,34 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _DEFAULT_CROP_PCT = 0.875
 
 
+class SeededAugmentation:
+    """Mixin for datasets whose augmentation is a pure function of ``(seed, epoch, index)``: results
+    do not depend on the number of DataLoader workers or on where training was resumed. The dataset
+    sets ``self.seed``, ``self.epoch`` and ``self.transform``; call :meth:`set_epoch` before each
+    epoch's iterator (workers copy the dataset when the iterator starts)."""
+
+    seed: int = 0
+    epoch: int = 0
+    transform: object = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def sample_seed(self, index: int) -> int:
+        """The 32-bit augmentation seed of sample ``index`` in the current epoch.
+
+        ``SeedSequence`` hashes the triple, so neighbouring indices / epochs get unrelated streams.
+        """
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+
+    def reseed(self, index: int) -> None:
+        """Seed the transform (if it has ``set_random_seed``) for sample ``index``."""
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is not None:
+            set_seed(self.sample_seed(index))
+
+
 @runtime_checkable
 class SeedableTransform(Protocol):
     """An image transform whose randomness can be fixed before each call."""
