@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import UserError
 
@@ -195,9 +195,15 @@ def cmd_predict(args) -> int:
     results = task.predict(model, paths, data, **options)
     written = task.write_predictions(results, out, data)
     if len(results) <= 20:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, default=_brief))
     print("predictions: " + ", ".join(str(p) for p in written[:3]) + (f" (+{len(written) - 3} more)" if len(written) > 3 else ""))
     return 0
+
+
+def _brief(value: Any) -> str:
+    """How the printed results show what JSON cannot hold (a predicted mask: its shape; the files have it)."""
+    shape = getattr(value, "shape", None)
+    return f"<array {'x'.join(map(str, shape))}>" if shape is not None else str(value)
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:

@@ -102,7 +102,7 @@ def unwrap_state_dict(data: Mapping[str, object]) -> dict[str, Tensor]:
 
     Accepts ``{"state_dict": sd}`` / ``{"model": sd}`` checkpoints (ours save the task model under
     ``"model"``), strips ``module.`` / ``_orig_mod.`` (DDP / torch.compile), and keeps only the
-    ``backbone.*`` keys of a task model (stripping that prefix) when there are any.
+    ``backbone.*`` keys of a task model (``backbone.body.*`` for a detector), stripping that prefix.
 
     Args:
         data: What :func:`read_state_dict` returned.
@@ -118,8 +118,11 @@ def unwrap_state_dict(data: Mapping[str, object]) -> dict[str, Tensor]:
     for prefix in _WRAPPER_PREFIXES:
         if tensors and all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-    if any(k.startswith("backbone.") for k in tensors):
-        tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    # A task model: classification / segmentation keep the backbone under "backbone.", detection under
+    # "backbone.body." (torchvision's BackboneWithFPN; "backbone.fpn." is the neck, not the backbone).
+    for prefix in ("backbone.body.", "backbone."):
+        if any(k.startswith(prefix) for k in tensors):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return tensors
 
 

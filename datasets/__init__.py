@@ -67,3 +67,42 @@ __all__ += [
     "load_voc",
     "shapes_dataset",
 ]
+
+# Segmentation data (VOC / mask-folder / COCO adapters, mask reading and writing, mask-aware transforms).
+from resvision.datasets.segmentation import (  # noqa: E402
+    VOC_SEG_CLASSES,
+    SegmentationData,
+    SegmentationDataset,
+    SegmentationSample,
+    load_coco_segmentation,
+    load_mask_folders,
+    load_voc_segmentation,
+    read_mask,
+    verify_segmentation,
+    voc_colormap,
+    write_mask,
+)
+from resvision.datasets.segmentation_transforms import segmentation_transforms  # noqa: E402
+from resvision.datasets.shapes import (  # noqa: E402
+    SHAPES_SEG_CLASSES,
+    load_shapes_segmentation,
+    shapes_segmentation_dataset,
+)
+
+__all__ += [
+    "SHAPES_SEG_CLASSES",
+    "VOC_SEG_CLASSES",
+    "SegmentationData",
+    "SegmentationDataset",
+    "SegmentationSample",
+    "load_coco_segmentation",
+    "load_mask_folders",
+    "load_shapes_segmentation",
+    "load_voc_segmentation",
+    "read_mask",
+    "segmentation_transforms",
+    "shapes_segmentation_dataset",
+    "verify_segmentation",
+    "voc_colormap",
+    "write_mask",
+]

@@ -13,6 +13,7 @@ from .base import DataInfo, Evaluator, Task, TaskOption
 _TASK_MODULES = {
     "classification": "resvision.tasks.classification",
     "detection": "resvision.tasks.detection",
+    "segmentation": "resvision.tasks.segmentation",
 }
 _REGISTERED: dict[str, type[Task]] = {}
 

@@ -171,7 +171,8 @@ class Task:
         evaluator.write_report(run_dir)
 
     def predict(self, model: nn.Module, paths: list[str], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
-        """One JSON-able dict per image file; ``options`` are the task's :attr:`predict_options`."""
+        """One dict per image file, JSON-able except for arrays (e.g. a mask) that :meth:`write_predictions`
+        turns into files; ``options`` are the task's :attr:`predict_options`."""
         raise UserError(self.unsupported("predict"))
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:

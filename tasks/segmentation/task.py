@@ -1,0 +1,293 @@
+"""Segmentation task: config schema, VOC / mask-folder / COCO / built-in shapes data, smp decoders, reports."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ...backbone import build_backbone_from_config
+from ...config import BackboneConfig
+from ...datasets import read_image
+from ...datasets.segmentation import (
+    SegmentationData,
+    SegmentationDataset,
+    load_coco_segmentation,
+    load_mask_folders,
+    load_voc_segmentation,
+    verify_segmentation,
+    voc_colormap,
+    write_mask,
+)
+from ...datasets.segmentation_transforms import segmentation_transforms
+from ...datasets.shapes import load_shapes_segmentation
+from ...errors import ConfigError
+from ...reports import save_image_grid
+from ..base import DataInfo, Task
+from .evaluator import SegmentationEvaluator
+from .model import SegmentationLoss, SegmentationModel, infer_logits
+
+log = logging.getLogger("resvision")
+
+
+@dataclass
+class InferenceConfig:
+    """How evaluation and prediction run the model on a whole image (MMSegmentation's ``test_cfg``)."""
+
+    # whole: one forward pass per image; slide: window x window tiles every `stride` px, logits averaged
+    mode: Literal["whole", "slide"] = "whole"
+    window: int = field(default=512, metadata={"ge": 32})
+    stride: int = field(default=341, metadata={"ge": 1})
+    flip: bool = False  # average with the horizontally flipped image's logits
+
+
+@dataclass
+class SegmentationModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder: Literal["unet", "fpn"] = "unet"  # segmentation-models-pytorch decoders
+    # unet: one width per block, deepest first; fpn: [pyramid_channels, segmentation_channels]; None: smp's defaults
+    decoder_channels: list[int] | None = field(default=None, metadata={"ge": 1})
+    dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn, before the head
+    # Classes including background; None: from the data.
+    num_classes: int | None = field(default=None, metadata={"ge": 2})
+    # Weighted sum of terms: ce (torch cross-entropy), dice, focal (smp); every term skips data.ignore_index.
+    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class SegmentationDataConfig:
+    format: Literal["shapes", "voc", "folders", "coco"] = "shapes"
+    shapes_format: Literal["voc", "coco"] = "voc"  # which copy of the built-in set the adapters read
+    root: str | None = None  # voc: the folder with JPEGImages/, SegmentationClass/, ImageSets/; shapes: cache dir
+    train_split: str = "train"  # voc: ImageSets/Segmentation/<split>.txt
+    val_split: str = "val"
+    train_images: str | None = None  # folders / coco
+    train_masks: str | None = None  # folders
+    train_annotations: str | None = None  # coco instances JSON
+    val_images: str | None = None
+    val_masks: str | None = None
+    val_annotations: str | None = None
+    # Class names by mask value (index 0 first). voc: default the 21 VOC classes; folders: required; coco:
+    # category names to keep (background is added first).
+    classes: list[str] | None = None
+    colors: list[list[int]] | None = None  # folders with RGB masks: colors[i] = [r, g, b] of class i
+    ignore_colors: list[list[int]] = field(default_factory=list)  # RGB mask colours read as ignore_index
+    ignore_index: int = field(default=255, metadata={"ge": 0})
+    crop_size: int = field(default=512, metadata={"ge": 8})  # training crop (square)
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"gt": 0})  # random rescale range
+    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+
+
+@dataclass
+class SegmentationDataInfo(DataInfo):
+    """Segmentation data: ``classes[i]`` names mask value ``i``; ``colors`` is the RGB mask colour table (also
+    the palette of predicted masks) when the data used one."""
+
+    ignore_index: int = 255
+    colors: list[list[int]] | None = None
+
+    meta_fields = ("classes", "ignore_index", "colors")
+
+    def palette(self) -> np.ndarray:
+        """``(256, 3)`` uint8 colours of mask values: the data's colour table, else VOC's colour map."""
+        palette = voc_colormap()
+        if self.colors:
+            palette[:len(self.colors)] = np.asarray(self.colors, dtype=np.uint8)
+        return palette
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    description = "FPN / U-Net semantic segmentation (VOC / mask folders / COCO / built-in shapes)"
+    ModelConfig = SegmentationModelConfig
+    DataConfig = SegmentationDataConfig
+    Data = SegmentationDataInfo
+    default_config = "segmentation/fpn_smallresnet_shapes"
+    main_metric = "mIoU"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.loss = SegmentationLoss(cfg.model.loss, cfg.data.ignore_index)  # config errors before any data
+        inference = cfg.model.inference
+        if inference.mode == "slide" and inference.stride > inference.window:
+            raise ConfigError(f"model.inference.stride={inference.stride} exceeds model.inference.window="
+                              f"{inference.window}: tiles would leave gaps")
+
+    # ------------------------------------------------------------------ data
+    def load_data(self, split: Literal["train", "val"]) -> SegmentationData:
+        """Read one split with the configured adapter (the built-in set goes through the same adapters)."""
+        d = self.cfg.data
+        if d.format == "shapes":
+            return load_shapes_segmentation(split, fmt=d.shapes_format, cache_dir=d.root)
+        images = d.train_images if split == "train" else d.val_images
+        if d.format == "voc":
+            if not d.root:
+                raise ConfigError("data.format=voc needs data.root (the folder holding JPEGImages/ and "
+                                  "SegmentationClass/)")
+            return load_voc_segmentation(d.root, d.train_split if split == "train" else d.val_split,
+                                         classes=d.classes, ignore_index=d.ignore_index)
+        if d.format == "coco":
+            annotations = d.train_annotations if split == "train" else d.val_annotations
+            if not annotations or not images:
+                raise ConfigError(f"data.format=coco needs data.{split}_annotations and data.{split}_images")
+            return load_coco_segmentation(annotations, images, classes=d.classes, ignore_index=d.ignore_index)
+        masks = d.train_masks if split == "train" else d.val_masks
+        if not images or not masks:
+            raise ConfigError(f"data.format=folders needs data.{split}_images and data.{split}_masks")
+        if not d.classes:
+            raise ConfigError("data.format=folders needs data.classes (class names by mask value, 0 first)")
+        return load_mask_folders(images, masks, d.classes, colors=d.colors, ignore_index=d.ignore_index,
+                                 ignore_colors=d.ignore_colors)
+
+    def transforms(self, train: bool):
+        d = self.cfg.data
+        if len(d.scale) != 2 or d.scale[0] > d.scale[1]:
+            raise ConfigError(f"data.scale must be [low, high] with low <= high, got {d.scale}")
+        return segmentation_transforms(train, crop_size=d.crop_size, scale=tuple(d.scale), hflip=d.hflip,
+                                       color_jitter=d.color_jitter, ignore_index=d.ignore_index)
+
+    def build_datasets(self, training: bool = True) -> SegmentationDataInfo:
+        """Both splits, every mask decoded and checked up front (training: both splits; evaluation: val)."""
+        train, val = self.load_data("train"), self.load_data("val")
+        if train.classes != val.classes:
+            raise ConfigError(f"train and val class lists differ: {train.classes} vs {val.classes}")
+        log.info("segmentation data: %d train / %d val images, %d classes", len(train.samples), len(val.samples),
+                 train.num_classes)
+        progress = self.cfg.train.progress
+        for split in ([train, val] if training else [val]):
+            verify_segmentation(split, progress=progress)
+        seed = self.cfg.train.seed
+        return SegmentationDataInfo(
+            train=SegmentationDataset(train, self.transforms(True), train=True, seed=seed),
+            val=SegmentationDataset(val, self.transforms(False), train=False, seed=seed),
+            classes=list(train.classes), ignore_index=train.ignore_index, colors=train.colors,
+        )
+
+    def collate_fn(self):
+        return self.collate
+
+    def collate(self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]):
+        """Stack ``(image, mask, index)`` samples, padding to the largest size in the batch (bottom / right):
+        images with 0, masks with ``ignore_index``, so padding is never trained on or scored."""
+        images, masks, indices = zip(*batch)
+        h = max(i.shape[1] for i in images)
+        w = max(i.shape[2] for i in images)
+        image_batch = images[0].new_zeros(len(images), images[0].shape[0], h, w)
+        mask_batch = torch.full((len(masks), h, w), self.cfg.data.ignore_index, dtype=torch.long)
+        for k, (image, mask) in enumerate(zip(images, masks)):
+            image_batch[k, :, :image.shape[1], :image.shape[2]] = image
+            mask_batch[k, :mask.shape[0], :mask.shape[1]] = mask
+        return image_batch, mask_batch, torch.tensor(indices)
+
+    # ------------------------------------------------------------------ model
+    def build_model(self, data: DataInfo) -> nn.Module:
+        m = self.cfg.model
+        if not data.classes and not m.num_classes:
+            raise ConfigError("model.num_classes is unknown: set it or data.classes")
+        if data.classes and m.num_classes and m.num_classes != len(data.classes):
+            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes "
+                              f"({', '.join(data.classes[:5])}{', ...' if len(data.classes) > 5 else ''})")
+        return SegmentationModel(build_backbone_from_config(m.backbone), m.num_classes or len(data.classes),
+                                 decoder=m.decoder, decoder_channels=m.decoder_channels, dropout=m.dropout)
+
+    def build_evaluator(self, data: SegmentationDataInfo) -> SegmentationEvaluator:
+        return SegmentationEvaluator(data.classes, data.ignore_index)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        images, masks, _ = batch
+        return self.loss(model(images), masks)
+
+    def evaluation_step(self, model: nn.Module, batch):
+        images, masks, _ = batch
+        return self.logits(model, images).argmax(1).cpu(), masks.cpu()
+
+    def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation / prediction logits with the configured inference (whole or sliding window, flip)."""
+        i = self.cfg.model.inference
+        return infer_logits(model, images, mode=i.mode, window=i.window, stride=i.stride, flip=i.flip)
+
+    # ------------------------------------------------------------------ reports
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: SegmentationEvaluator,
+                     data: SegmentationDataInfo) -> None:
+        """The evaluator's tables and plots, plus ``plots/predictions.png``: image, ground truth and prediction
+        overlays of the first validation images."""
+        evaluator.write_report(run_dir)
+        if data.val is None or not len(data.val):
+            return
+        palette = data.palette()
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        images, captions = [], []
+        for index in range(min(6, len(data.val))):
+            tensor, mask, _ = data.val[index]
+            rgb, _ = data.val.load(index)
+            with torch.no_grad():
+                predicted = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
+            name = data.val.samples[index].stem
+            images += [rgb, overlay(rgb, mask.numpy(), palette), overlay(rgb, predicted, palette)]
+            captions += [name, f"{name}: ground truth", f"{name}: prediction"]
+        model.train(was_training)
+        save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
+                        "Validation images, ground truth and prediction (ignored pixels in VOC's void colour)",
+                        cols=6)
+
+    # ------------------------------------------------------------------ prediction
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, paths: list[str], data: SegmentationDataInfo) -> list[dict[str, Any]]:
+        """Per image: ``{"image", "height", "width", "pixels": {class: fraction of the image}, "mask"}``, where
+        ``mask`` is the ``(H, W)`` uint8/int64 array of class indices (``write_predictions`` saves it as a PNG)."""
+        device = next(model.parameters()).device
+        transform = self.transforms(False)
+        results = []
+        for path in paths:
+            rgb = read_image(path)
+            tensor, _ = transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
+            mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
+            counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
+            pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
+            results.append({"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                            "pixels": pixels, "mask": mask})
+        return results
+
+    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: SegmentationDataInfo) -> list[Path]:
+        """Per image ``<stem>_mask.png`` (palette PNG of class indices, readable as a mask by every adapter) and
+        ``<stem>_overlay.png``; ``predictions.json`` lists the images, their class fractions and mask files."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        palette = data.palette()
+        written, listed, used = [], [], set()
+        for r in results:
+            stem = _unique(Path(r["image"]).stem, used)  # a.jpg in two input folders: a, a_1
+            mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
+            write_mask(mask_path, r["mask"], palette)
+            Image.fromarray(overlay(read_image(r["image"]), r["mask"], palette)).save(overlay_path)
+            written += [mask_path, overlay_path]
+            listed.append({k: v for k, v in r.items() if k != "mask"} | {"mask": mask_path.name,
+                                                                        "overlay": overlay_path.name})
+        return super().write_predictions(listed, out_dir, data) + written
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    name, k = stem, 0
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return name
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """``rgb`` with every non-background pixel (mask value != 0) blended with its class colour."""
+    colours = palette[np.clip(mask, 0, 255).astype(np.int64)]
+    blend = rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    out = np.where((mask != 0)[..., None], blend, rgb.astype(np.float32))
+    return out.round().astype(np.uint8)

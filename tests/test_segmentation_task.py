@@ -1,0 +1,317 @@
+"""Segmentation model, losses, inference and the task end to end on the built-in shapes set.
+
+References: segmentation-models-pytorch's own ``Unet`` / ``FPN`` (same weights -> same logits), a hand
+masked cross-entropy, a per-pixel model for sliding-window inference, the VOC masks for the COCO copy.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from resvision.backbone import build_backbone
+from resvision.backbone.base import FeatureSpec
+from resvision.cli import main
+from resvision.datasets.segmentation import read_mask
+from resvision.errors import ConfigError
+from resvision.tasks.segmentation.model import (
+    DecoderFeatures,
+    SegmentationLoss,
+    SegmentationModel,
+    infer_logits,
+    sliding_window_logits,
+)
+
+ALL = ["c1", "c2", "c3", "c4", "c5"]
+
+
+# ------------------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("decoder, reference", [("unet", smp.Unet), ("fpn", smp.FPN)])
+def test_same_weights_give_smps_own_model_outputs(decoder, reference):
+    """Our ResNet-34 + smp decoder + head is smp's model: its weights load strictly and the logits match."""
+    torch.manual_seed(0)
+    ref = reference("resnet34", encoder_weights=None, classes=5).eval()
+    ours = SegmentationModel(build_backbone("resnet34", out_features=ALL), 5, decoder=decoder).eval()
+    renamed = {k.replace("encoder.", "backbone.", 1).replace("segmentation_head.", "head.", 1): v
+               for k, v in ref.state_dict().items() if not k.startswith("encoder.fc.")}
+    ours.load_state_dict(renamed, strict=True)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("decoder", ["unet", "fpn"])
+@pytest.mark.parametrize("size", [(64, 64), (67, 45), (33, 100)])
+def test_logits_have_the_input_size(decoder, size):
+    body = build_backbone("custom", out_features=ALL, layers=[1, 1, 1, 1], widths=[8, 8, 16, 16])
+    model = SegmentationModel(body, 3, decoder=decoder, decoder_channels=[8, 32] if decoder == "fpn" else [8] * 5)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, *size)).shape == (2, 3, *size)
+
+
+def test_decoder_features_fill_missing_levels_with_empty_maps():
+    specs = [FeatureSpec("c2", 16, 4), FeatureSpec("c3", 32, 8), FeatureSpec("c3b", 40, 8), FeatureSpec("c5", 64, 32)]
+    adapter = DecoderFeatures(specs)
+    assert adapter.depth == 5 and adapter.channels == [3, 0, 16, 40, 0, 64]
+    assert adapter.names == [None, None, "c2", "c3b", None, "c5"]  # the deeper map of a repeated stride
+    x = torch.zeros(1, 3, 64, 64)
+    feats = {"c2": torch.zeros(1, 16, 16, 16), "c3": torch.zeros(1, 32, 8, 8), "c3b": torch.ones(1, 40, 8, 8),
+             "c5": torch.zeros(1, 64, 2, 2)}
+    out = adapter(x, feats)
+    assert [tuple(t.shape) for t in out] == [(1, 3, 64, 64), (1, 0, 32, 32), (1, 16, 16, 16), (1, 40, 8, 8),
+                                             (1, 0, 4, 4), (1, 64, 2, 2)]
+    assert out[3] is feats["c3b"]
+    with pytest.raises(ConfigError, match="power-of-two"):
+        DecoderFeatures([FeatureSpec("r14", 8, 14)])
+
+
+def test_cifar_backbone_takes_unet_and_refuses_fpn():
+    body = build_backbone("resnet20")  # strides 1, 2, 4
+    model = SegmentationModel(body, 2, decoder="unet")
+    assert model.features.depth == 2 and model(torch.randn(1, 3, 30, 30)).shape == (1, 2, 30, 30)
+    with pytest.raises(ConfigError, match="decoder=unet"):
+        SegmentationModel(build_backbone("resnet20"), 2, decoder="fpn")
+    with pytest.raises(ConfigError, match="has 3 values"):
+        SegmentationModel(build_backbone("resnet20"), 2, decoder="unet", decoder_channels=[8, 8, 8])
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def test_cross_entropy_averages_over_valid_pixels_only():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 4, 5, 6), torch.randint(0, 4, (2, 5, 6))
+    target[0, :2] = 255
+    valid = target != 255
+    by_hand = -(logits.log_softmax(1).permute(0, 2, 3, 1)[valid].gather(1, target[valid][:, None])).mean()
+    losses = SegmentationLoss({"ce": 1.0})(logits, target)
+    assert losses["loss_ce"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    target[:] = 255
+    assert SegmentationLoss({"ce": 1.0})(logits, target)["loss_ce"].item() == 0.0  # not NaN
+
+
+def test_weighted_terms_are_smps_losses():
+    torch.manual_seed(1)
+    logits, target = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    target[1, 0] = 255
+    losses = SegmentationLoss({"ce": 1.0, "dice": 0.5, "focal": 2.0})(logits, target)
+    dice = smp.losses.DiceLoss("multiclass", ignore_index=255)(logits, target)
+    focal = smp.losses.FocalLoss("multiclass", ignore_index=255)(logits, target)
+    assert losses["loss_dice"].item() == pytest.approx(0.5 * dice.item())
+    assert losses["loss_focal"].item() == pytest.approx(2.0 * focal.item())
+    assert set(SegmentationLoss({"ce": 1.0, "dice": 0.0})(logits, target)) == {"loss_ce"}
+
+
+@pytest.mark.parametrize("weights, fragment", [({"lovasz": 1.0}, "lovasz"), ({"ce": -1.0}, ">= 0"),
+                                               ({"ce": 0.0}, "positive")])
+def test_bad_loss_config(weights, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        SegmentationLoss(weights)
+
+
+# -------------------------------------------------------------------------------------------- inference
+class PerPixel(torch.nn.Module):
+    """A 1x1 convolution: every output pixel depends on its input pixel only, wherever the tile starts."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("window, stride", [(16, 8), (16, 16), (16, 5), (64, 32)])
+def test_sliding_window_of_a_per_pixel_model_equals_the_whole_image(window, stride):
+    model, x = PerPixel(), torch.randn(2, 3, 37, 50)
+    whole = model(x)
+    assert torch.allclose(sliding_window_logits(model, x, window, stride, batch=3), whole, atol=1e-6)
+
+
+def test_sliding_window_averages_overlaps():
+    """A model answering 'how far into my tile is this pixel' -> the mean over the tiles covering it."""
+    class Offset(torch.nn.Module):
+        def forward(self, x):
+            return torch.arange(x.shape[-1], dtype=torch.float).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
+
+    out = sliding_window_logits(Offset(), torch.zeros(1, 3, 4, 10), window=6, stride=3)
+    # tiles start at x = 0, 3 and 4 (the last aligned to the edge): pixel 4 is at offsets 4, 1, 0 -> 5 / 3,
+    # pixel 7 at offsets 4, 3 of the last two tiles -> 3.5, pixel 9 in the last tile only -> 5
+    assert out[0, 0, 0].tolist() == pytest.approx([0, 1, 2, 1.5, 5 / 3, 8 / 3, 2.5, 3.5, 4.5, 5])
+    with pytest.raises(ValueError, match="stride"):
+        sliding_window_logits(Offset(), torch.zeros(1, 3, 4, 10), window=6, stride=7)
+
+
+def test_flip_averages_with_the_mirrored_prediction():
+    class Ramp(torch.nn.Module):
+        def forward(self, x):
+            return torch.arange(x.shape[-1], dtype=torch.float).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
+
+    x = torch.zeros(1, 3, 2, 5)
+    assert infer_logits(Ramp(), x, flip=True)[0, 0, 0].tolist() == [2.0] * 5  # (i + (4 - i)) / 2
+    assert infer_logits(Ramp(), x, mode="slide", window=32, stride=16)[0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------------------ shapes data
+def test_shapes_segmentation_matches_the_detection_set_and_its_coco_copy():
+    from resvision.datasets.shapes import load_shapes, load_shapes_segmentation, shapes_dataset
+
+    voc, coco = load_shapes_segmentation("val", "voc"), load_shapes_segmentation("val", "coco")
+    boxes = load_shapes("val", "voc")
+    assert voc.classes == coco.classes == ["background", "circle", "square", "triangle"]
+    for i in range(10):
+        image = voc.samples[i].image_path
+        assert open(image, "rb").read() == (shapes_dataset() / "VOC" / "JPEGImages" / f"{voc.samples[i].stem}.jpg").read_bytes()
+        mask = voc.load_mask(i)
+        assert set(np.unique(mask)) <= {0, 1, 2, 3, 255}
+        for box, label in zip(boxes.samples[i].boxes, boxes.samples[i].labels):  # each object's class in its box
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            assert (mask[y1:y2, x1:x2] == label).sum() > 0
+        rasterised = coco.load_mask(i)
+        scored = mask != 255
+        assert (rasterised[scored] == mask[scored]).mean() > 0.97  # polygons: about half a pixel off the outline
+
+
+# --------------------------------------------------------------------------------------------- the task
+FAST = ["train.max_iters=3", "train.progress=false", "train.batch_size=4", "data.crop_size=64",
+        "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
+        "model.decoder_channels=[16,32]"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "run"
+    assert main(["train", "--task", "segmentation", "--output", str(out), *FAST]) == 0
+    return out
+
+
+def test_report_metrics_tables_and_plots(run):
+    report = json.loads((run / "report.json").read_text())
+    for key in ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU", "IoU_background", "IoU_triangle"):
+        assert 0 <= report[key] <= 1, key
+    for name in ("per_class_iou.csv", "confusion_matrix.csv", "protocol.md", "plots/per_class_iou.png",
+                 "plots/predictions.png", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    matrix = np.loadtxt(run / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 5))
+    assert matrix.sum() == report["num_pixels"]
+    assert report["pixel_acc"] == pytest.approx(np.trace(matrix) / matrix.sum())
+
+
+def test_eval_checkpoint_reproduces_the_report_and_sliding_window_runs(run, tmp_path):
+    report = json.loads((run / "report.json").read_text())
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a/report.json").read_text())["mIoU"] == pytest.approx(report["mIoU"], abs=1e-12)
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "b"),
+                 "model.inference.mode=slide", "model.inference.window=64", "model.inference.stride=32",
+                 "model.inference.flip=true"]) == 0
+    slide = json.loads((tmp_path / "b/report.json").read_text())
+    assert slide["num_pixels"] == report["num_pixels"] and 0 <= slide["mIoU"] <= 1
+
+
+def test_predict_writes_palette_masks_and_overlays(run, tmp_path, capsys):
+    import shutil
+
+    from resvision.datasets.shapes import shapes_segmentation_dataset
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sources = sorted((shapes_segmentation_dataset() / "JPEGImages").glob("*.jpg"))[:2]
+    for image in sources:
+        shutil.copy(image, folder)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(out), str(folder)]) == 0
+    assert "<array" in capsys.readouterr().out
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) == 2
+    for r, source in zip(results, sources):
+        mask = read_mask(out / r["mask"], num_classes=4)
+        from PIL import Image
+
+        with Image.open(out / r["mask"]) as png:
+            assert png.mode == "P"
+        assert mask.shape == (r["height"], r["width"]) == Image.open(source).size[::-1]
+        counts = np.bincount(mask.reshape(-1), minlength=4) / mask.size
+        assert {k: v for k, v in r["pixels"].items()} == {
+            n: pytest.approx(c, abs=1e-4) for n, c in zip(["background", "circle", "square", "triangle"], counts) if c}
+        assert (out / r["overlay"]).is_file()
+
+
+def test_backbone_from_a_detection_or_classification_checkpoint(tmp_path):
+    """The encoder of a segmentation run can start from another task's checkpoint (strict, backbone keys only)."""
+    from resvision.tasks.segmentation import SegmentationModel as Model
+
+    body = build_backbone("custom", layers=[1, 1, 1, 1], widths=[8, 8, 16, 16])
+    for prefix in ("backbone.", "backbone.body."):  # classification / segmentation, detection
+        state = {prefix + k: torch.full_like(v, 0.5) if v.is_floating_point() else v
+                 for k, v in body.state_dict().items()}
+        state["backbone.fpn.inner.weight" if prefix.endswith("body.") else "fc.weight"] = torch.zeros(2, 2)
+        torch.save({"model": state}, tmp_path / "ckpt.pt")
+        loaded = build_backbone("custom", layers=[1, 1, 1, 1], widths=[8, 8, 16, 16], out_features=ALL,
+                                pretrained=str(tmp_path / "ckpt.pt"))
+        assert all(torch.all(v == 0.5) for v in loaded.state_dict().values() if v.is_floating_point())
+        assert Model(loaded, 3).backbone is loaded
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.decoder=unet", "model.decoder_channels=[16,8,8,8,8]"],
+    ["model.backbone.name=resnet50", "model.decoder_channels=null", "data.crop_size=32"],
+    ["model.backbone.name=timm:resnet18", "model.decoder_channels=null", "data.crop_size=32",
+     "model.loss={ce: 1.0, dice: 0.5}"],
+])
+def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
+    from resvision.config import load_config
+    from resvision.engine import Trainer
+    from resvision.tasks import build_task
+
+    cfg = load_config("segmentation", [
+        *FAST, "train.max_iters=1", "train.batch_size=2", "train.eval_every=1000", f"output={tmp_path}", *overrides])
+    trainer = Trainer(build_task(cfg))
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_one_epoch()
+    changed = [k for k, v in trainer.model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any(k.startswith("backbone.") for k in changed) and any(k.startswith("decoder.") for k in changed)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--task", "segmentation", "data.format=voc"], "data.root"),
+    (["train", "--task", "segmentation", "data.format=folders", "data.train_images=/x", "data.train_masks=/y",
+      "data.val_images=/x", "data.val_masks=/y"], "data.classes"),
+    (["train", "--task", "segmentation", "model.loss={ce: 1, lovasz: 1}"], "lovasz"),
+    (["train", "--task", "segmentation", "model.inference.mode=slide", "model.inference.window=64",
+      "model.inference.stride=80"], "model.inference.stride"),
+    (["train", "--task", "segmentation", "model.num_classes=7"], "model.num_classes=7"),
+])
+def test_segmentation_user_errors(args, fragment, capsys, tmp_path):
+    assert main([*args, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_eval_with_another_class_count_than_the_checkpoint(run, capsys, tmp_path):
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e"),
+                 "model.num_classes=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "num_classes" in err[0]
+
+
+@pytest.mark.slow
+def test_default_segmentation_run_reaches_its_floor(tmp_path):
+    """`tools/train.py --task segmentation` on the built-in shapes, ~5 minutes of training on 2 CPU cores.
+
+    The issue's target (mIoU >= 0.80 within 5 minutes) is NOT met by this recipe: one measured seed-0 run
+    reached 0.516 (README). This asserts a floor with a margin below that, so a regression of the task,
+    the decoder glue or the data shows up in CI; raise it when the recipe improves.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", "--task", "segmentation", "--output", str(tmp_path / "run"), "train.progress=false"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["mIoU"] >= 0.40, report
+    assert (tmp_path / "run/plots/predictions.png").is_file() and (tmp_path / "run/per_class_iou.csv").is_file()
