@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)  # rect: the part of the figure the axes may use (room for a figure legend)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -83,8 +83,9 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     return _save(fig, Path(path))
 
 
-def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str, cols: int = 6) -> Path:
-    """Images (HxWx3 uint8, or HxW) in a grid with a caption under each."""
+def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str, cols: int = 6,
+                    legend: dict[str, Sequence[int]] | None = None) -> Path:
+    """Images (HxWx3 uint8, or HxW) in a grid with a caption under each; ``legend``: name -> RGB swatch."""
     rows = max(1, -(-len(images) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.7 * rows), squeeze=False)
     for ax in axes.flat:
@@ -93,4 +94,10 @@ def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path:
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
         ax.set_title(caption, fontsize=8)
     fig.suptitle(title)
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="black", label=name) for name, rgb in legend.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+        return _save(fig, Path(path), rect=(0, 0.3 / fig.get_figheight(), 1, 1))
     return _save(fig, Path(path))

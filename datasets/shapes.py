@@ -167,15 +167,7 @@ def _write_shapes(out: Path) -> None:
                 annotations.append(_coco_annotation(obj, len(annotations) + 1, index + 1))
             _write_voc_xml(out / "VOC" / "Annotations" / f"{name}.xml", name, width, height, objects)
         first += count
-        coco = {
-            "info": {"description": "resvision shapes detection demo", "version": "1"},
-            "licenses": [],
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": i, "name": n, "supercategory": "shape"}
-                           for i, n in zip(SHAPES_CATEGORY_IDS, SHAPES_CLASSES)],
-        }
-        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco), encoding="utf-8")
+        _write_coco(out / "annotations" / f"instances_{split}.json", images, annotations, "resvision shapes detection demo")
         (out / "VOC" / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
 
 
@@ -199,16 +191,19 @@ def _write_shapes_segmentation(out: Path) -> None:
                 ann["segmentation"] = _polygons(obj["visible"])
                 annotations.append(ann)
         first += count
-        coco = {
-            "info": {"description": "resvision shapes segmentation demo", "version": "1"},
-            "licenses": [],
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": i, "name": n, "supercategory": "shape"}
-                           for i, n in zip(SHAPES_CATEGORY_IDS, SHAPES_CLASSES)],
-        }
-        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco), encoding="utf-8")
+        _write_coco(out / "annotations" / f"instances_{split}.json", images, annotations, "resvision shapes segmentation demo")
         (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+
+
+def _write_coco(path: Path, images: list[dict[str, Any]], annotations: list[dict[str, Any]], description: str) -> None:
+    coco = {
+        "info": {"description": description, "version": "1"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n, "supercategory": "shape"} for i, n in zip(SHAPES_CATEGORY_IDS, SHAPES_CLASSES)],
+    }
+    path.write_text(json.dumps(coco), encoding="utf-8")
 
 
 def _class_mask(objects: list[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:

@@ -238,8 +238,9 @@ class SegmentationTask(Task):
             captions += [name, f"{name}: ground truth", f"{name}: prediction"]
         model.train(was_training)
         save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
-                        "Validation images, ground truth and prediction (ignored pixels in VOC's void colour)",
-                        cols=6)
+                        "Validation images, ground truth and prediction", cols=6,
+                        legend={name: palette[i] for i, name in enumerate(data.classes) if i}
+                        | {"ignored": palette[data.ignore_index % 256]})
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
