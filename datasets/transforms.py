@@ -32,6 +32,7 @@ __all__ = [
     "AlbumentationsTransform",
     "SeedableTransform",
     "classification_transforms",
+    "face_transforms",
 ]
 
 # Per-channel RGB statistics of ImageNet-1k train, in 0..1 units: what torchvision / timm weights expect.
@@ -196,3 +197,30 @@ def _val_steps(image_size: int, resize: int | None) -> list[A.BasicTransform]:
         A.SmallestMaxSize(max_size=resize, interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
         A.CenterCrop(height=image_size, width=image_size),
     ]
+
+
+def face_transforms(
+    train: bool,
+    image_size: int,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    hflip: float = 0.5,
+    color_jitter: float = 0.2,
+) -> AlbumentationsTransform:
+    """Pipeline for aligned face crops: resize to ``image_size`` x ``image_size`` (aspect not kept: an aligned
+    crop is already square), then for training a horizontal flip and colour jitter; ``Normalize`` -> tensor.
+
+    No random crop or scale: alignment put the eyes and mouth at fixed places and the face model's
+    embedding head relies on that (insightface trains with flips only). Defaults normalise as insightface,
+    ``(x - 127.5) / 127.5``.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    steps: list[A.BasicTransform] = [A.Resize(image_size, image_size, interpolation=cv2.INTER_LINEAR, area_for_downscale="image")]
+    if train and hflip > 0:
+        steps.append(A.HorizontalFlip(p=hflip))
+    if train and color_jitter > 0:
+        j = float(color_jitter)
+        steps.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return AlbumentationsTransform(A.Compose(steps, seed=0))

@@ -14,6 +14,7 @@ _TASK_MODULES = {
     "classification": "resvision.tasks.classification",
     "detection": "resvision.tasks.detection",
     "segmentation": "resvision.tasks.segmentation",
+    "face": "resvision.tasks.face",
 }
 _REGISTERED: dict[str, type[Task]] = {}
 
