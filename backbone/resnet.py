@@ -400,9 +400,11 @@ def _torchvision_builder(name: str) -> Callable[..., ResNet]:
     block, layers, groups, width_per_group = TORCHVISION_ARCHS[name]
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
-                zero_init_residual: bool = False) -> ResNet:
+                zero_init_residual: bool = False, stem: str = "imagenet") -> ResNet:
+        # stem="cifar" (3x3 stride-1 conv, no max-pool) is the input stem of face ResNets for 112x112 crops;
+        # its conv1 differs from torchvision's, so torchvision weights then load only with a strict-load error.
         cfg = ResNetConfig(block=block, layers=list(layers), groups=groups, width_per_group=width_per_group,
-                           zero_init_residual=zero_init_residual)
+                           zero_init_residual=zero_init_residual, stem=stem)
         return _build(cfg, out_features, norm)
 
     builder.__name__ = builder.__qualname__ = name

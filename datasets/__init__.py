@@ -106,3 +106,26 @@ __all__ += [
     "voc_colormap",
     "write_mask",
 ]
+
+# Face data (LFW pairs.txt, insightface .bin, the evaluation set, the built-in synthetic people).
+from resvision.datasets.face import (  # noqa: E402
+    FaceEvalSet,
+    FacePair,
+    identity_folder_samples,
+    read_pairs,
+    read_verification_bin,
+    write_verification_bin,
+)
+from resvision.datasets.synthetic_faces import synthetic_faces_dataset  # noqa: E402
+from resvision.datasets.transforms import face_transforms  # noqa: E402
+
+__all__ += [
+    "FaceEvalSet",
+    "FacePair",
+    "face_transforms",
+    "identity_folder_samples",
+    "read_pairs",
+    "read_verification_bin",
+    "synthetic_faces_dataset",
+    "write_verification_bin",
+]

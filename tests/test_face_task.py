@@ -264,3 +264,43 @@ def test_predict_aligns_photos_and_lists_images_without_a_face(run, tmp_path):
                  str(tmp_path / "crop.png")]) == 0
     (crop,) = json.loads((tmp_path / "q/predictions.json").read_text())
     np.testing.assert_allclose(crop["embedding"], a["embedding"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_default_face_run_reaches_its_target(tmp_path):
+    """`tools/train.py --task face` on the built-in synthetic people: the issue's target is verif_acc >= 0.95 within
+    5 minutes of training on 2 CPU cores; the README gives the measured spread (seeds 0-2, 1 and 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["train", "--task", "face", "--output", str(tmp_path / "run"), "train.progress=false"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["verif_acc"] >= 0.95, report
+    for name in ("plots/roc.png", "plots/similarity_histogram.png", "plots/hardest_pairs.png", "pair_scores.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_empty_identity_folder_stops_the_run_naming_it(cache, tmp_path, capsys):
+    import shutil
+
+    train = tmp_path / "ids"
+    shutil.copytree(cache / "synthetic_faces/train", train)
+    (train / "person_9999").mkdir()
+    assert main(["train", "--task", "face", "--output", str(tmp_path / "out"), "data.format=folders",
+                 f"data.train={train}", f"data.pairs={cache / 'synthetic_faces/test/pairs.txt'}", *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "person_9999" in err[0], err
+
+
+def test_face_stem_option_of_named_resnets():
+    """model.backbone.args={stem: cifar}: the face ResNets' input stem (3x3 stride-1 conv, no max-pool) on a named
+    ResNet: stages at strides 1, 2, 4, 8 instead of 4, 8, 16, 32, and the same stage weights."""
+    plain, face = build_backbone("resnet18"), build_backbone("resnet18", stem="cifar")
+    assert tuple(face.conv1.weight.shape) == (64, 3, 3, 3) and face.conv1.stride == (1, 1)
+    with torch.no_grad():
+        shapes = {k: tuple(v.shape[-2:]) for k, v in face.eval()(torch.zeros(1, 3, 112, 112)).items()}
+    assert shapes == {"c2": (112, 112), "c3": (56, 56), "c4": (28, 28), "c5": (14, 14)}
+    stages = {k: v.shape for k, v in face.state_dict().items() if k.startswith("layer")}
+    assert stages == {k: v.shape for k, v in plain.state_dict().items() if k.startswith("layer")}

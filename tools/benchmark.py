@@ -7,7 +7,8 @@ loop), ``reference`` (Trainer loop vs torchvision's reference classification loo
 (JPEG decode + augmentation vs torchvision.transforms.v2) and ``inference`` (ResNet-50 eager /
 channels_last / torch.compile vs this machine's fp32 matmul rate) and ``detection`` (our Faster R-CNN
 vs torchvision's, training and inference; evaluation cost vs pycocotools alone) and ``segmentation``
-(our U-Net-ResNet-34 vs smp's in the same loop; sliding-window vs whole-image inference at 512x512).
+(our U-Net-ResNet-34 vs smp's in the same loop; sliding-window vs whole-image inference at 512x512) and ``face``
+(the face task's trainer vs a bare loop; flip-summed embedding extraction; MTCNN alignment).
 
 Method (``benchmarks/measure.py``): the variants being compared run in alternating windows
 (A, B, A, B, ...) after discarded warm-up windows, so slow drifts of the machine hit both sides alike;
@@ -35,7 +36,7 @@ from resvision.benchmarks.loops import LR, TrainCase, training_variants
 from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note
 
 THREADS = 2
-BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection", "segmentation")
+BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection", "segmentation", "face")
 COMMAND = ".venv/bin/python tools/benchmark.py"
 
 
@@ -306,9 +307,15 @@ def bench_segmentation(s: Settings) -> list[str]:
     return run(s)
 
 
+def bench_face(s: Settings) -> list[str]:
+    from resvision.benchmarks.face import bench_face as run  # imported only when asked: slow imports
+
+    return run(s)
+
+
 RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
            "pipeline": bench_pipeline, "inference": bench_inference,
-           "detection": bench_detection, "segmentation": bench_segmentation}
+           "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"[{name}] failed:\n{traceback.format_exc()}")
             section = [f"## {name}", "", f"Failed: `{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}`",
                        "", f"Command: `{settings.command} --only {name}`"]
-        if name in ("pipeline", "inference", "detection", "segmentation"):  # the training sections carry their own note (shared windows)
+        if name in ("pipeline", "inference", "detection", "segmentation", "face"):  # the training sections carry their own note (shared windows)
             section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))

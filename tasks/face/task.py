@@ -19,9 +19,8 @@ from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig
-from ...datasets import ClassificationDataset, read_image
-from ...datasets.face import FaceEvalSet, identity_folder_samples
-from ...datasets.transforms import face_transforms
+from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
+                         synthetic_faces_dataset)
 from ...errors import ConfigError
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import FaceEvaluator
@@ -101,8 +100,6 @@ class FaceTask(Task):
         """Paths of the training folders, the verification set and the gallery, by format."""
         d = self.cfg.data
         if d.format == "synthetic":
-            from ...datasets.synthetic_faces import synthetic_faces_dataset
-
             root = synthetic_faces_dataset(d.root)
             return {"train": root / "train", "pairs": d.pairs or root / "test" / "pairs.txt",
                     "pairs_root": d.pairs_root or root / "test", "bin": d.bin, "gallery": d.gallery or root / "test"}
