@@ -167,9 +167,11 @@ class Trainer:
             model = torch.compile(model)
         self.train_model = model
 
-    def _build_loaders(self, for_training: bool) -> None:
+    def _build_loaders(self, for_training: bool, meta: dict[str, Any] | None = None) -> None:
         train = self.cfg.train
         self.data = self.task.build_datasets(training=for_training)
+        if meta:
+            self._fill_meta(meta)
         self.train_set, self.val_set = self.data.train, self.data.val
         common = dict(
             num_workers=train.num_workers,
@@ -190,9 +192,10 @@ class Trainer:
             self.train_set, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(), shuffle=True, seed=train.seed
         )
         per_rank = len(self.train_sampler)
+        # A last batch of one sample cannot train BatchNorm (BatchNorm1d refuses it): dropped too.
+        drop_last = per_rank >= 2 * train.batch_size or (per_rank > 1 and per_rank % train.batch_size == 1)
         self.train_loader = DataLoader(
-            self.train_set, batch_size=train.batch_size, sampler=self.train_sampler,
-            drop_last=per_rank >= 2 * train.batch_size, **common,
+            self.train_set, batch_size=train.batch_size, sampler=self.train_sampler, drop_last=drop_last, **common,
         )
 
     def _build_optimization(self) -> None:
@@ -204,14 +207,15 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, per_epoch, self.total_updates)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
-    def setup(self, for_training: bool = True) -> None:
-        """Build everything once (idempotent); called by :meth:`fit` and :meth:`evaluate`."""
+    def setup(self, for_training: bool = True, meta: dict[str, Any] | None = None) -> None:
+        """Build everything once (idempotent); called by :meth:`fit` and :meth:`evaluate` (``meta``: the
+        checkpoint's, filling what evaluation data leaves empty, e.g. the training classes)."""
         if self._built:
             return
         if for_training and self.resume:
             self.resume = self._resume_path(self.resume)  # fail before any expensive building
         self._setup_runtime()
-        self._build_loaders(for_training)  # first: the data decides the number of classes
+        self._build_loaders(for_training, meta)  # first: the data decides the number of classes
         self._build_model()
         if for_training:
             self._claim_run_dir()
@@ -258,7 +262,14 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
         self.best, self.metrics = dict(state["best"]), dict(state.get("metrics", {}))
+        self._fill_meta(state.get("meta", {}))  # e.g. the face threshold found by an evaluation before the kill
         log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
+
+    def _fill_meta(self, meta: dict[str, Any]) -> None:
+        """Take the checkpoint's value of every meta field the freshly built data left empty (None, [])."""
+        for name in self.data.meta_fields:
+            if getattr(self.data, name, None) in (None, []) and meta.get(name) not in (None, []):
+                setattr(self.data, name, meta[name])
 
     def unfreeze(self, stages: list[int]) -> None:
         self.backbone.unfreeze_stages(stages)
@@ -452,11 +463,13 @@ class Trainer:
     def evaluate(self, checkpoint: str | Path | None = None, state: dict[str, Any] | None = None) -> dict[str, float]:
         """Evaluate ``checkpoint`` (its EMA weights when present; ``state`` when already read) on
         the validation split and write report.json and the task's report into ``cfg.run_dir``."""
-        self.setup(for_training=False)
+        if checkpoint is not None and state is None:
+            state = load_checkpoint(checkpoint)
+        if checkpoint is not None:
+            check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
+        self.setup(for_training=False, meta=state.get("meta") if state is not None else None)
         self.ema = None  # the checkpoint's EMA weights (if any) are loaded into the model itself
         if checkpoint is not None:
-            state = state if state is not None else load_checkpoint(checkpoint)
-            check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
             load_model_state(self.model, state.get("ema") or state["model"], checkpoint)
         self.metrics = self.validate()
         dist_utils.barrier()

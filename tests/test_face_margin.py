@@ -188,3 +188,17 @@ def test_build_margin():
     with pytest.raises(ConfigError, match=r"'sphereface'.*arcface, cosface, combined") as info:
         build_margin("sphereface", s=64.0, m=0.5)
     assert "\n" not in str(info.value)
+
+
+def test_margin_head_cosines_are_float32_under_bf16_autocast():
+    """bf16 cosines near 1 are off by ~4e-3; the head computes them outside autocast, in float32."""
+    from resvision.tasks.face.margin import MarginHead
+
+    torch.manual_seed(0)
+    head = MarginHead(64, 10, ArcFace(s=64.0, m=0.5))
+    emb = head.weight[:4].detach() + 1e-3 * torch.randn(4, 64)  # cosines close to 1 with their own class
+    expected = torch.nn.functional.normalize(emb.double(), dim=1) @ torch.nn.functional.normalize(head.weight.double(), dim=1).T
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = head.cosine(emb)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=0)

@@ -180,7 +180,9 @@ def test_swapped_margin_or_backbone_trains_a_step(cache, tmp_path, override):
 
 @pytest.mark.parametrize("args, fragment", [
     (["data.pairs=/nope/pairs.txt", "data.bin=/nope/lfw.bin"], "data.bin"),
-    (["data.format=folders"], "data.train"),
+    (["data.format=folders"], "data.pairs"),
+    (["data.format=folders", "data.pairs=/x/pairs.txt"], "data.train"),
+    (["data.bin=/x/lfw.bin"], "/x/lfw.bin"),
     (["model.margin=sphereface"], "model.margin"),
     (["data.format=folders", "data.train=/no/such/folder", "data.pairs=/no/pairs.txt"], "/no/such/folder"),
 ])
@@ -304,3 +306,26 @@ def test_face_stem_option_of_named_resnets():
     assert shapes == {"c2": (112, 112), "c3": (56, 56), "c4": (28, 28), "c5": (14, 14)}
     stages = {k: v.shape for k, v in face.state_dict().items() if k.startswith("layer")}
     assert stages == {k: v.shape for k, v in plain.state_dict().items() if k.startswith("layer")}
+
+
+def test_eval_needs_no_training_data(run, cache, tmp_path):
+    """The identity count comes from the checkpoint: evaluating on a copy of the pairs' images alone works."""
+    import shutil
+
+    report = json.loads((run / "report.json").read_text())
+    shutil.copytree(cache / "synthetic_faces/test", tmp_path / "lfw")
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e"),
+                 "data.format=folders", "data.train=/no/training/data", f"data.pairs={tmp_path / 'lfw/pairs.txt'}"]) == 0
+    assert json.loads((tmp_path / "e/report.json").read_text())["verif_acc"] == report["verif_acc"]
+
+
+def test_resume_restores_the_threshold_before_any_evaluation(run, cache, tmp_path):
+    from resvision import Trainer, load_config
+    from resvision.tasks import build_task
+
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert state["meta"]["threshold"] is not None
+    trainer = Trainer(build_task(load_config("face", [f"data.root={cache}", *FAST, f"output={tmp_path / 'r'}"])),
+                      resume=str(run / "checkpoints/last.pt"))
+    trainer.setup()
+    assert trainer.data.threshold == state["meta"]["threshold"]  # a checkpoint written before the next eval keeps it

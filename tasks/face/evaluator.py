@@ -8,6 +8,7 @@ image shared by several LFW pairs is embedded once.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -100,10 +101,11 @@ class FaceEvaluator(Evaluator):
         if r is None:
             return
         pairs = self.eval_set.pairs
-        with open(run_dir / "pair_scores.csv", "w") as f:
-            f.write("image_a,image_b,same,similarity\n")
+        with open(run_dir / "pair_scores.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image_a", "image_b", "same", "similarity"])
             for (a, b, same), s in zip(pairs, r.similarity):
-                f.write(f"{self.eval_set.name(a)},{self.eval_set.name(b)},{int(same)},{s:.6f}\n")
+                writer.writerow([self.eval_set.name(a), self.eval_set.name(b), int(same), f"{s:.6f}"])
         plots = run_dir / "plots"
         self._plot_roc(r, plots / "roc.png")
         self._plot_histogram(r, plots / "similarity_histogram.png")

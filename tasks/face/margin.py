@@ -22,7 +22,7 @@ lives on another rank when the class centres are sharded. Nothing here talks to 
 Cosines are clamped into [-1, 1] (the values only; the gradient passes unchanged) and ``sin(theta)`` is
 ``sqrt(max(1 - cos^2, eps))``: the derivatives of ``acos`` / ``sqrt`` are infinite at ``cos = +-1`` (which
 normalised vectors reach), and ``torch.where`` would turn that infinity into NaN even in the branch it does
-not select. Margins are computed in at least float32, whatever the autocast dtype. (insightface's current
+not select. Cosines and margins are computed in float32, whatever the autocast dtype. (insightface's current
 ``losses.py`` instead applies the margin under ``no_grad``, so its gradient ignores the margin, and has
 dropped the branch; we keep the earlier, exact-gradient version.)
 """
@@ -152,8 +152,12 @@ class MarginHead(nn.Module):
         self.margin = margin
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, D) embeddings -> (B, C) cosines to every class centre, no margin (closed-set accuracy)."""
-        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+        """(B, D) embeddings -> (B, C) float32 cosines to every class centre, no margin (closed-set accuracy).
+
+        Outside autocast: in bf16 a cosine near 1 is off by ~0.004, which ArcFace's sin(theta) turns into
+        logit errors of several units at s=64."""
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.margin(self.cosine(embeddings), labels)

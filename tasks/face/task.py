@@ -21,7 +21,7 @@ from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig
 from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
                          synthetic_faces_dataset)
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import FaceEvaluator
 from .margin import build_margin
@@ -73,9 +73,8 @@ class FaceDataInfo(DataInfo):
     similarity above which two faces are called the same person (the evaluation's verif_threshold)."""
 
     threshold: float | None = None
-    image_size: int = 112
 
-    meta_fields: ClassVar[tuple[str, ...]] = ("classes", "threshold", "image_size")
+    meta_fields: ClassVar[tuple[str, ...]] = ("classes", "threshold")
 
 
 class FaceTask(Task):
@@ -97,62 +96,70 @@ class FaceTask(Task):
         return face_transforms(train, d.image_size, mean=d.mean, std=d.std, hflip=d.hflip, color_jitter=d.color_jitter)
 
     def _sources(self) -> dict[str, Any]:
-        """Paths of the training folders, the verification set and the gallery, by format."""
+        """Paths of the training folders, the verification set (pairs.txt + image root + extension, or .bin)
+        and the gallery, by format; checked before anything is read."""
         d = self.cfg.data
+        if d.pairs is not None and d.bin is not None:
+            raise ConfigError("data.pairs and data.bin are both set: give one verification set (data.pairs=null to "
+                              "evaluate on the .bin)")
+        src = {"train": d.train, "pairs": d.pairs, "bin": d.bin, "gallery": d.gallery, "pairs_ext": d.pairs_ext,
+               "pairs_root": d.pairs_root or (Path(d.pairs).parent if d.pairs else None)}
         if d.format == "synthetic":
             root = synthetic_faces_dataset(d.root)
-            return {"train": root / "train", "pairs": d.pairs or root / "test" / "pairs.txt",
-                    "pairs_root": d.pairs_root or root / "test", "bin": d.bin, "gallery": d.gallery or root / "test"}
-        if d.train is None and d.pairs is None and d.bin is None:
-            raise ConfigError("data.format=folders needs data.train (identity folders) and data.pairs or data.bin")
-        pairs_root = d.pairs_root or (Path(d.pairs).parent if d.pairs else None)
-        return {"train": d.train, "pairs": d.pairs, "pairs_root": pairs_root, "bin": d.bin, "gallery": d.gallery}
+            src["train"] = d.train or root / "train"
+            if d.pairs is None and d.bin is None:  # the built-in verification set and its people as the gallery
+                src.update(pairs=root / "test" / "pairs.txt", pairs_root=root / "test", gallery=d.gallery or root / "test")
+        if src["pairs"] is None and src["bin"] is None:
+            raise ConfigError(f"data.format={d.format} needs a verification set: data.pairs (LFW pairs.txt) or data.bin "
+                              "(insightface .bin)")
+        return src
 
-    def _aligned(self, src: dict[str, Any]) -> dict[str, Any]:
-        """The same sources with every folder replaced by its aligned copy (``align_tree`` into the cache:
-        written once, resumed when interrupted). Aligned crops are PNG, so pairs.txt looks for ``.png``."""
+    def _aligned(self, src: dict[str, Any], training: bool) -> dict[str, Any]:
+        """The same sources with every folder replaced by its aligned copy (``align_tree`` into
+        ``<cache>/aligned/``: written once, resumed when interrupted; rank 0 aligns, the others wait).
+        Aligned crops are PNG, so pairs.txt looks for ``.png``."""
         import hashlib
 
         from ...datasets.demo import default_cache_dir
+        from ...engine import distributed as dist_utils
         from .align import FaceAligner, align_tree
 
         aligner = FaceAligner(size=self.cfg.data.image_size)
-        out = dict(src)
+        out = dict(src, pairs_ext="png")
         for key in ("train", "pairs_root", "gallery"):
-            if src[key] is None:
+            if src[key] is None or (key == "train" and not training):
                 continue
             folder = Path(src[key]).resolve()
             tag = hashlib.sha1(f"{folder}:{aligner.size}".encode()).hexdigest()[:12]
-            report = align_tree(folder, default_cache_dir() / "aligned" / f"{folder.name}-{tag}", aligner,
-                                progress=self.cfg.train.progress)
-            out[key] = report.path.parent
-            missing = len(report.no_face) + len(report.unreadable)
-            if missing:
-                log.warning("data.%s: %d image(s) without a detectable face or unreadable, left out (listed in %s)",
-                            key, missing, report.path)
-        out["pairs_ext"] = "png"
+            dst = default_cache_dir() / "aligned" / f"{folder.name}-{tag}"
+            if dist_utils.is_main_process():
+                report = align_tree(folder, dst, aligner, progress=self.cfg.train.progress)
+                missing = len(report.no_face) + len(report.unreadable)
+                if missing:
+                    log.warning("data.%s: %d image(s) without a detectable face or unreadable, left out (listed in "
+                                "%s)", key, missing, report.path)
+            dist_utils.barrier()
+            out[key] = dst
         return out
 
     def build_datasets(self, training: bool = True) -> FaceDataInfo:
+        """Training identities (listed only when training: evaluation takes the identity count from the
+        checkpoint) and the evaluation set, every image of which is decoded once up front."""
         d, src = self.cfg.data, self._sources()
-        src.setdefault("pairs_ext", d.pairs_ext)
         if d.align:
-            src = self._aligned(src)
-        train, classes = None, []
-        if src["train"] is not None:
+            src = self._aligned(src, training)
+        train, classes, skipped = None, [], []
+        if training:
+            if src["train"] is None:
+                raise ConfigError("training needs data.train: identity folders <train>/<person>/<image>")
             samples, classes = identity_folder_samples(src["train"])
             train = ClassificationDataset(samples, classes, self.transforms(True), seed=self.cfg.train.seed)
-            if training:
-                train.verify(progress=self.cfg.train.progress)
-        elif training:
-            raise ConfigError("training needs data.train: identity folders <train>/<person>/<image>")
-        if src["bin"] is not None and d.pairs is not None:
-            raise ConfigError("data.pairs and data.bin both set: give one verification set")
-        val = FaceEvalSet.build(self.transforms(False), pairs=None if src["bin"] else src["pairs"],
-                                pairs_root=src["pairs_root"], pairs_ext=src["pairs_ext"], bin_file=src["bin"],
-                                gallery=src["gallery"])
+            skipped = train.verify(progress=self.cfg.train.progress)
+        val = FaceEvalSet.build(self.transforms(False), pairs=src["pairs"], pairs_root=src["pairs_root"],
+                                pairs_ext=src["pairs_ext"], bin_file=src["bin"], gallery=src["gallery"])
+        _check_pairs(val, src["bin"] or src["pairs"])
         val.verify(progress=self.cfg.train.progress)
-        return FaceDataInfo(train, val, classes, image_size=d.image_size)
+        return FaceDataInfo(train, val, classes, skipped)
 
     def build_model(self, data: FaceDataInfo) -> nn.Module:
         m = self.cfg.model
@@ -172,16 +179,13 @@ class FaceTask(Task):
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
-        return {"ce": F.cross_entropy(model(images, labels).float(), labels)}
+        return {"ce": F.cross_entropy(model(images, labels), labels)}  # the margin head returns float32 logits
 
     def evaluation_step(self, model: nn.Module, batch):
         images, indices = batch
         return flip_embeddings(model, images), indices
 
     # ------------------------------------------------------------------ results
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: FaceEvaluator, data: FaceDataInfo) -> None:
-        evaluator.write_report(run_dir)
-
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[str], data: FaceDataInfo, threshold: float | None = None,
                 gallery: str | None = None) -> list[dict[str, Any]]:
@@ -226,9 +230,13 @@ class FaceTask(Task):
         faces, _ = self._faces([path for path, _ in samples])
         emb = self._embed(model, [face for _, face in faces])
         labels = np.array([samples[i][1] for i, _ in faces], dtype=np.int64)
-        centres = np.stack([emb[labels == k].mean(0) if (labels == k).any() else np.zeros(emb.shape[1], np.float32)
-                            for k in range(len(people))])
-        return people, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+        found = [k for k in range(len(people)) if (labels == k).any()]
+        if len(found) < len(people):
+            log.warning("--gallery: no face found for %d of %d people, left out", len(people) - len(found), len(people))
+        if not found:
+            raise DataError(f"--gallery {folder}: no face found in any image")
+        centres = np.stack([emb[labels == k].mean(0) for k in found])
+        return [people[k] for k in found], centres / np.linalg.norm(centres, axis=1, keepdims=True)
 
     def _faces(self, paths: list[str]) -> tuple[list[tuple[int, np.ndarray]], list[dict[str, Any]]]:
         """``(result index, face pixels)`` for each image with a face, and one result dict per image; with
@@ -249,3 +257,12 @@ class FaceTask(Task):
                 continue
             faces.append((i, face))
         return faces, results
+
+
+def _check_pairs(eval_set: FaceEvalSet, source: Any, folds: int = 10) -> None:
+    """The 10-fold protocol needs at least 10 pairs, some of each kind: checked before any training."""
+    same = int(eval_set.pairs[:, 2].sum())
+    different = len(eval_set.pairs) - same
+    if len(eval_set.pairs) < folds or not same or not different:
+        raise DataError(f"{source}: {len(eval_set.pairs)} pairs ({same} same-person, {different} different-person); "
+                        f"the {folds}-fold protocol needs at least {folds} pairs and some of each kind")
