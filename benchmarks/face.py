@@ -39,7 +39,7 @@ def _trainer(batches, classes: int, size: int, run_dir: Path):
 
     class PremadeFaceTask(FaceTask):
         def build_datasets(self, training=True):
-            return FaceDataInfo(batches, batches[:1], [str(i) for i in range(classes)], image_size=size)
+            return FaceDataInfo(batches, batches[:1], [str(i) for i in range(classes)])
 
         def collate_fn(self):
             return _first
@@ -73,7 +73,7 @@ def bench_face(s) -> list[str]:
 
     from resvision.tasks.face.model import flip_embeddings
 
-    size, batch, classes, steps = 64, 64, 240, s.pick(3, 1)
+    size, batch, classes, steps = 64, 64, 240, s.pick(6, 1)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, 3, size, size, generator=g), torch.randint(0, classes, (batch,), generator=g))
                for _ in range(steps)]
@@ -84,7 +84,7 @@ def bench_face(s) -> list[str]:
             model = copy.deepcopy(trainer.model)
             variants[name] = _bare(model, batches)
         _log(f"[face] training {size}x{size}, batch {batch}, {steps} step(s)/window")
-        rates = alternate(variants, s.windows, warmup=1, log=_log)
+        rates = alternate(variants, s.pick(11, 2), warmup=1, log=_log)
     train, control = compare(rates, "resvision", "bare"), compare(rates, "bare copy", "bare")
 
     model = copy.deepcopy(trainer.model).eval()
