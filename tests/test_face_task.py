@@ -5,6 +5,7 @@ applied directly to the same embeddings, hand-made eval sets, and the embeddings
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,54 @@ def test_resume_restores_the_threshold_before_any_evaluation(run, cache, tmp_pat
                       resume=str(run / "checkpoints/last.pt"))
     trainer.setup()
     assert trainer.data.threshold == state["meta"]["threshold"]  # a checkpoint written before the next eval keeps it
+
+
+def test_training_on_photos_with_align_reads_the_aligned_copies(tmp_path, capsys):
+    """data.align=true: the identity folders and the pairs' images are aligned once into the cache; an image
+    without a face is left out of training and listed in the alignment report."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    photo = astronaut()
+    tree = tmp_path / "people"
+    variants = {"astro_a": [photo, np.pad(photo, ((30, 0), (0, 30), (0, 0)), constant_values=90)],
+                "astro_b": [photo[:, ::-1], np.pad(photo[:, ::-1], ((0, 40), (20, 0), (0, 0)), constant_values=200)]}
+    for person, images in variants.items():
+        (tree / person).mkdir(parents=True)
+        for k, image in enumerate(images, 1):
+            Image.fromarray(np.ascontiguousarray(image)).save(tree / person / f"{person}_{k:04d}.png")
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(tree / "astro_b" / "blank.png")
+    lines = ["astro_a\t1\t2", "astro_b\t1\t2"] * 3 + ["astro_a\t1\tastro_b\t1", "astro_a\t2\tastro_b\t2"] * 3
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "face", "--output", str(out), "data.format=folders", f"data.train={tree}",
+                 f"data.pairs={tmp_path / 'pairs.txt'}", f"data.pairs_root={tree}", "data.pairs_ext=png",
+                 "data.align=true", *FAST, "train.batch_size=2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_pairs"] == 12
+    (aligned_report,) = Path(os.environ["RESVISION_HOME"], "data", "aligned").glob("people-*/align_report.json")
+    aligned = json.loads(aligned_report.read_text())
+    assert aligned["no_face"] == ["astro_b/blank.png"] and aligned["aligned"] == 4
+    assert sorted(p.name for p in aligned_report.parent.rglob("*.png")) == [
+        "astro_a_0001.png", "astro_a_0002.png", "astro_b_0001.png", "astro_b_0002.png"]
+
+
+@pytest.mark.slow
+def test_torchrun_face_report_equals_a_single_process_eval(cache, tmp_path):
+    """Two processes (gloo): each evaluation image is embedded by one rank and gathered once; the report
+    equals a 1-process eval of the saved last.pt, threshold included."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(root / "tools/train.py"), "--task", "face", "--output", str(run), f"data.root={cache}",
+                             *FAST], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e")]) == 0
+    again = json.loads((tmp_path / "e/report.json").read_text())
+    for key in ("verif_acc", "roc_auc", "rank1", "verif_threshold", "num_pairs", "num_probes"):
+        assert again[key] == pytest.approx(report[key], abs=1e-12), key
