@@ -49,3 +49,14 @@ def tiny_overrides(root, run_dir, *extra):
         "train.num_workers=0", "train.progress=false", "train.log_every=1", "train.deterministic=true",
         "optim.lr=0.05", "sched.warmup_epochs=0", f"output={run_dir}", *extra,
     ]
+
+
+def one_line_error(error, names, fn, *args, **kwargs):
+    """Call ``fn``, expect ``error`` with a one-line message containing every string in ``names``; return it."""
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for name in names:
+        assert str(name) in message, (name, message)
+    return message

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -33,14 +34,8 @@ PEOPLE = {"Alice_Smith": 3, "Bob_Jones": 2, "Carol_White": 1}
 
 
 def _one_line_error(names, fn, *args, **kwargs):
-    """Call ``fn``, expect a DataError with a one-line message containing every string in ``names``."""
-    with pytest.raises(DataError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    for name in names:
-        assert str(name) in message, (name, message)
-    return message
+    """A one-line DataError naming every string in ``names``."""
+    return one_line_error(DataError, names, fn, *args, **kwargs)
 
 
 def _pixels(seed, size=(6, 5)):

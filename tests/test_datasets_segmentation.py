@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -59,15 +60,6 @@ def _rgb_png(path, rgb):
     Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB").save(path)
 
 
-def _one_line_error(error, names, fn, *args, **kwargs):
-    """Call ``fn``, expect ``error`` with a one-line message containing every string in ``names``."""
-    with pytest.raises(error) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    for name in names:
-        assert str(name) in message, (name, message)
-    return message
 
 
 def _index_mask(height=6, width=8):
@@ -133,16 +125,16 @@ def test_colour_mask_is_mapped_through_the_table(tmp_path):
 def test_values_outside_the_classes_are_listed(tmp_path):
     path = tmp_path / "bad_values.png"
     _grey_png(path, [[0, 3, 7], [200, 255, 2]])
-    message = _one_line_error(DataError, [path, "3, 7, 200"], read_mask, path, num_classes=3)
+    message = one_line_error(DataError, [path, "3, 7, 200"], read_mask, path, num_classes=3)
     assert "255" in message.split("ignore value")[-1]  # 255 is named as the ignore value, not as a bad value
     assert "3, 7, 200, 255" not in message
     many = tmp_path / "many.png"
     _grey_png(many, np.arange(20, 40).reshape(4, 5))
-    message = _one_line_error(DataError, [many, "20, 21, 22, 23, 24, 25, 26, 27, 28, 29, ...", "20 distinct"],
+    message = one_line_error(DataError, [many, "20, 21, 22, 23, 24, 25, 26, 27, 28, 29, ...", "20 distinct"],
                               read_mask, many, num_classes=3)
     assert "30" not in message.split("...")[0]
     # with another ignore value, 255 is a bad value
-    _one_line_error(DataError, [path, "3, 7, 200, 255"], read_mask, path, num_classes=3, ignore_index=254)
+    one_line_error(DataError, [path, "3, 7, 200, 255"], read_mask, path, num_classes=3, ignore_index=254)
 
 
 @pytest.mark.parametrize(
@@ -176,16 +168,16 @@ def test_bad_mask_files_fail_with_one_line_naming_the_file(tmp_path, case):
         path = tmp_path / "float.tif"
         Image.fromarray(np.zeros((2, 2), dtype=np.float32), mode="F").save(path)
         extra = ["float"]
-    _one_line_error(DataError, [path, *extra], read_mask, path, **kwargs)
+    one_line_error(DataError, [path, *extra], read_mask, path, **kwargs)
 
 
 def test_malformed_colour_tables_are_config_errors(tmp_path):
     _rgb_png(tmp_path / "c.png", np.zeros((2, 2, 3)))
-    _one_line_error(ConfigError, ["2 colours for 3 classes"], read_mask, tmp_path / "c.png", num_classes=3,
+    one_line_error(ConfigError, ["2 colours for 3 classes"], read_mask, tmp_path / "c.png", num_classes=3,
                     colors=[[0, 0, 0], [1, 1, 1]])
-    _one_line_error(ConfigError, ["listed twice"], read_mask, tmp_path / "c.png", num_classes=2,
+    one_line_error(ConfigError, ["listed twice"], read_mask, tmp_path / "c.png", num_classes=2,
                     colors=[[0, 0, 0], [0, 0, 0]])
-    _one_line_error(ConfigError, ["[0, 0, 300]"], read_mask, tmp_path / "c.png", num_classes=2,
+    one_line_error(ConfigError, ["[0, 0, 300]"], read_mask, tmp_path / "c.png", num_classes=2,
                     colors=[[0, 0, 0], [0, 0, 300]])
 
 
@@ -224,12 +216,12 @@ def test_voc_segmentation_happy_path(voc_root):
 
 def test_voc_segmentation_bad_input(voc_root):
     root, _ = voc_root
-    _one_line_error(DataError, [root / "ImageSets" / "Segmentation" / "val.txt"], load_voc_segmentation, root, "val")
+    one_line_error(DataError, [root / "ImageSets" / "Segmentation" / "val.txt"], load_voc_segmentation, root, "val")
     (root / "SegmentationClass" / "2007_000001.png").unlink()
-    _one_line_error(DataError, ["2007_000001", root / "SegmentationClass" / "2007_000001.png"],
+    one_line_error(DataError, ["2007_000001", root / "SegmentationClass" / "2007_000001.png"],
                     load_voc_segmentation, root, "train")
     (root / "JPEGImages" / "2007_000002.jpg").unlink()
-    _one_line_error(DataError, ["2007_000002", root / "JPEGImages" / "2007_000002"], load_voc_segmentation,
+    one_line_error(DataError, ["2007_000002", root / "JPEGImages" / "2007_000002"], load_voc_segmentation,
                     root, "train")
 
 
@@ -260,7 +252,7 @@ def test_mask_folders_colour_masks(tmp_path):
     np.testing.assert_array_equal(SegmentationDataset(data)[0][1].numpy(), indices)
     # the same RGB mask without a colour table fails when read, naming the mask
     plain = load_mask_folders(tmp_path / "images", tmp_path / "masks", ["bg", "red", "green"])
-    _one_line_error(DataError, [tmp_path / "masks" / "s.png", "no colour table"],
+    one_line_error(DataError, [tmp_path / "masks" / "s.png", "no colour table"],
                     SegmentationDataset(plain).__getitem__, 0)
 
 
@@ -268,9 +260,9 @@ def test_mask_folders_image_without_mask(tmp_path):
     _image(tmp_path / "images" / "a.png", 4, 4)
     _image(tmp_path / "images" / "lonely.jpg", 4, 4)
     _grey_png(tmp_path / "masks" / "a.png", np.zeros((4, 4)))
-    _one_line_error(DataError, [tmp_path / "images" / "lonely.jpg", tmp_path / "masks" / "lonely.png"],
+    one_line_error(DataError, [tmp_path / "images" / "lonely.jpg", tmp_path / "masks" / "lonely.png"],
                     load_mask_folders, tmp_path / "images", tmp_path / "masks", ["bg", "fg"])
-    _one_line_error(DataError, [tmp_path / "nope"], load_mask_folders, tmp_path / "nope", tmp_path / "masks", ["bg"])
+    one_line_error(DataError, [tmp_path / "nope"], load_mask_folders, tmp_path / "nope", tmp_path / "masks", ["bg"])
 
 
 # ------------------------------------------------------------------------------------------------ COCO
@@ -364,7 +356,7 @@ def test_coco_class_selection_paints_other_categories_as_background(coco_files):
         mask = SegmentationDataset(data)[1][1].numpy()
         assert set(np.unique(mask)) == {0, 1, IGNORE}
         assert (mask[12:18, 15:26] == 0).all()  # the cat RLE is background now
-    _one_line_error(DataError, [path, "'horse'"], load_coco_segmentation, path, images, classes=["horse"])
+    one_line_error(DataError, [path, "'horse'"], load_coco_segmentation, path, images, classes=["horse"])
 
 
 def _rewrite(path, edit):
@@ -375,25 +367,25 @@ def _rewrite(path, edit):
 
 def test_coco_bad_input(coco_files):
     path, images = coco_files
-    _one_line_error(DataError, [path.parent / "none.json"], load_coco_segmentation, path.parent / "none.json", images)
+    one_line_error(DataError, [path.parent / "none.json"], load_coco_segmentation, path.parent / "none.json", images)
     _rewrite(path, lambda c: c["annotations"][2]["segmentation"].update(size=[H, W + 1]))
-    _one_line_error(DataError, [path, "annotation id 2", "RLE size"], load_coco_segmentation, path, images)
+    one_line_error(DataError, [path, "annotation id 2", "RLE size"], load_coco_segmentation, path, images)
     _rewrite(path, lambda c: c["annotations"][2].pop("segmentation"))
-    _one_line_error(DataError, [path, "annotation id 2", "no 'segmentation'"], load_coco_segmentation, path, images)
+    one_line_error(DataError, [path, "annotation id 2", "no 'segmentation'"], load_coco_segmentation, path, images)
     _rewrite(path, lambda c: c["annotations"][2].update(segmentation=[[1, 2, "x"]]))
-    _one_line_error(DataError, [path, "annotation id 2", "malformed polygon"], load_coco_segmentation, path, images)
+    one_line_error(DataError, [path, "annotation id 2", "malformed polygon"], load_coco_segmentation, path, images)
     _rewrite(path, lambda c: c["annotations"][2].update(segmentation=[[1, 1, 5, 1, 5, 5]]))
     (images / "sub" / "empty.png").unlink()
-    _one_line_error(DataError, [path, images / "sub" / "empty.png"], load_coco_segmentation, path, images)
+    one_line_error(DataError, [path, images / "sub" / "empty.png"], load_coco_segmentation, path, images)
 
 
 def test_coco_annotated_size_differs_from_the_image(coco_files):
     path, images = coco_files
     _image(images / "a.png", W + 2, H)  # the JSON still says W x H
     data = load_coco_segmentation(path, images)
-    _one_line_error(DataError, [path, images / "a.png", f"{W}x{H}", f"{W + 2}x{H}", "image id 5"],
+    one_line_error(DataError, [path, images / "a.png", f"{W}x{H}", f"{W + 2}x{H}", "image id 5"],
                     SegmentationDataset(data).__getitem__, 1)
-    _one_line_error(DataError, [path, images / "a.png", f"{W + 2}x{H}"], verify_segmentation, data, progress=False)
+    one_line_error(DataError, [path, images / "a.png", f"{W + 2}x{H}"], verify_segmentation, data, progress=False)
 
 
 # --------------------------------------------------------------------------------------------- dataset
@@ -404,8 +396,8 @@ def test_mask_size_differs_from_image_names_both_files(tmp_path):
     _grey_png(tmp_path / "masks" / "a.png", np.zeros((8, 10)))
     data = load_mask_folders(tmp_path / "images", tmp_path / "masks", ["bg", "fg"])
     names = [tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png", "10x8", "12x8"]
-    _one_line_error(DataError, names, SegmentationDataset(data).__getitem__, 0)
-    _one_line_error(DataError, names, verify_segmentation, data, progress=False)
+    one_line_error(DataError, names, SegmentationDataset(data).__getitem__, 0)
+    one_line_error(DataError, names, verify_segmentation, data, progress=False)
 
 
 def test_verify_reports_bad_mask_values(tmp_path):
@@ -413,7 +405,7 @@ def test_verify_reports_bad_mask_values(tmp_path):
         _image(tmp_path / "images" / f"{stem}.png", 4, 4)
         _grey_png(tmp_path / "masks" / f"{stem}.png", values)
     data = load_mask_folders(tmp_path / "images", tmp_path / "masks", ["bg", "fg"])
-    _one_line_error(DataError, [tmp_path / "masks" / "b.png", "9"], verify_segmentation, data, progress=False)
+    one_line_error(DataError, [tmp_path / "masks" / "b.png", "9"], verify_segmentation, data, progress=False)
 
 
 def test_ignore_index_must_not_be_a_class():
