@@ -315,3 +315,26 @@ def test_default_segmentation_run_reaches_its_floor(tmp_path):
     report = json.loads((tmp_path / "run/report.json").read_text())
     assert report["mIoU"] >= 0.40, report
     assert (tmp_path / "run/plots/predictions.png").is_file() and (tmp_path / "run/per_class_iou.csv").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_segmentation_report_equals_a_single_process_eval(tmp_path):
+    """Two processes (gloo): the confusion matrices of both ranks are summed, each pixel once; the report
+    equals a 1-process eval of the saved last.pt."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(root / "tools/train.py"), "--task", "segmentation", "--output", str(run), *FAST],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e")]) == 0
+    again = json.loads((tmp_path / "e/report.json").read_text())
+    assert again["num_pixels"] == report["num_pixels"]
+    for key in ("mIoU", "pixel_acc", "fwIoU"):
+        assert again[key] == pytest.approx(report[key], abs=1e-12), key
