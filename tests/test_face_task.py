@@ -333,33 +333,34 @@ def test_resume_restores_the_threshold_before_any_evaluation(run, cache, tmp_pat
 
 
 def test_training_on_photos_with_align_reads_the_aligned_copies(tmp_path, capsys):
-    """data.align=true: the identity folders and the pairs' images are aligned once into the cache; an image
-    without a face is left out of training and listed in the alignment report."""
+    """data.align=true: the identity folders and the pairs' images are aligned once into the cache. An image
+    without a face is left out of training and listed; in the pairs it is kept as the whole image resized, so
+    every pair stays in its fold."""
     from PIL import Image
     from skimage.data import astronaut
 
     photo = astronaut()
     tree = tmp_path / "people"
     variants = {"astro_a": [photo, np.pad(photo, ((30, 0), (0, 30), (0, 0)), constant_values=90)],
-                "astro_b": [photo[:, ::-1], np.pad(photo[:, ::-1], ((0, 40), (20, 0), (0, 0)), constant_values=200)]}
+                "astro_b": [photo[:, ::-1], np.pad(photo[:, ::-1], ((0, 40), (20, 0), (0, 0)), constant_values=200),
+                            np.full((120, 120, 3), 128, np.uint8)]}  # astro_b_0003: no face
     for person, images in variants.items():
         (tree / person).mkdir(parents=True)
         for k, image in enumerate(images, 1):
             Image.fromarray(np.ascontiguousarray(image)).save(tree / person / f"{person}_{k:04d}.png")
-    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(tree / "astro_b" / "blank.png")
     lines = ["astro_a\t1\t2", "astro_b\t1\t2"] * 3 + ["astro_a\t1\tastro_b\t1", "astro_a\t2\tastro_b\t2"] * 3
-    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "pairs.txt").write_text("\n".join([*lines, "astro_b\t1\t3"]) + "\n")
     out = tmp_path / "run"
     assert main(["train", "--task", "face", "--output", str(out), "data.format=folders", f"data.train={tree}",
                  f"data.pairs={tmp_path / 'pairs.txt'}", f"data.pairs_root={tree}", "data.pairs_ext=png",
                  "data.align=true", *FAST, "train.batch_size=2"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert report["num_pairs"] == 12
-    (aligned_report,) = Path(os.environ["RESVISION_HOME"], "data", "aligned").glob("people-*/align_report.json")
-    aligned = json.loads(aligned_report.read_text())
-    assert aligned["no_face"] == ["astro_b/blank.png"] and aligned["aligned"] == 4
-    assert sorted(p.name for p in aligned_report.parent.rglob("*.png")) == [
-        "astro_a_0001.png", "astro_a_0002.png", "astro_b_0001.png", "astro_b_0002.png"]
+    assert json.loads((out / "report.json").read_text())["num_pairs"] == 13
+    copies = {}
+    for report in Path(os.environ["RESVISION_HOME"], "data", "aligned").glob("people-*/align_report.json"):
+        copies[tuple(sorted(p.name for p in report.parent.rglob("*.png")))] = json.loads(report.read_text())
+    faces = ("astro_a_0001.png", "astro_a_0002.png", "astro_b_0001.png", "astro_b_0002.png")
+    assert set(copies) == {faces, (*faces, "astro_b_0003.png")}  # training copy / pairs copy with the stand-in
+    assert all(r["no_face"] == ["astro_b/astro_b_0003.png"] and r["aligned"] == 4 for r in copies.values())
 
 
 @pytest.mark.slow

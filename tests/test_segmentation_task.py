@@ -302,9 +302,9 @@ def test_eval_with_another_class_count_than_the_checkpoint(run, capsys, tmp_path
 def test_default_segmentation_run_reaches_its_floor(tmp_path):
     """`tools/train.py --task segmentation` on the built-in shapes, ~5 minutes of training on 2 CPU cores.
 
-    The issue's target (mIoU >= 0.80 within 5 minutes) is NOT met by this recipe: one measured seed-0 run
-    reached 0.516 (README). This asserts a floor with a margin below that, so a regression of the task,
-    the decoder glue or the data shows up in CI; raise it when the recipe improves.
+    The issue's target (mIoU >= 0.80 within 5 minutes) is NOT met by this recipe: measured runs reached
+    0.54-0.58 (README, seeds 0-2 at 1 and 2 threads). This asserts a floor with a margin below that, so a
+    regression of the task, the decoder glue or the data shows up in CI; raise it when the recipe improves.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -313,7 +313,7 @@ def test_default_segmentation_run_reaches_its_floor(tmp_path):
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "run/report.json").read_text())
-    assert report["mIoU"] >= 0.40, report
+    assert report["mIoU"] >= 0.45, report
     assert (tmp_path / "run/plots/predictions.png").is_file() and (tmp_path / "run/per_class_iou.csv").is_file()
 
 

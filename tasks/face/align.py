@@ -44,6 +44,7 @@ __all__ = [
     "similarity_transform",
     "template_for",
     "warp_face",
+    "write_atomic",
 ]
 
 # insightface's ``arcface_dst`` for 112x112 crops, in image coordinates (x right, y down): left eye,
@@ -242,12 +243,12 @@ def align_tree(src: str | Path, dst: str | Path, aligner: FaceAligner | None = N
             report.several_faces.append(rel)
         out.parent.mkdir(parents=True, exist_ok=True)
         crop = aligner.warp(image, faces[0])
-        _write_atomic(out, lambda f: Image.fromarray(crop).save(f, format="PNG"))
+        write_atomic(out, lambda f: Image.fromarray(crop).save(f, format="PNG"))
         report.written += 1
     dst.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.to_json(aligner.size), indent=2) + "\n"
-    _write_atomic(dst / NO_FACE_NAME, lambda f: f.write("".join(f"{rel}\n" for rel in report.no_face).encode()))
-    _write_atomic(dst / REPORT_NAME, lambda f: f.write(text.encode()))
+    write_atomic(dst / NO_FACE_NAME, lambda f: f.write("".join(f"{rel}\n" for rel in report.no_face).encode()))
+    write_atomic(dst / REPORT_NAME, lambda f: f.write(text.encode()))
     report.path = dst / REPORT_NAME
     return report
 
@@ -301,7 +302,7 @@ def _previous_several_faces(report_path: Path) -> set[str]:
         return set()  # no earlier report (or not ours): nothing to carry over
 
 
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through a hidden temporary sibling and ``os.replace``: never half a file.
 
     No fsync: this guards against a killed process, not a power cut, and thousands of fsyncs

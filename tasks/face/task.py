@@ -130,14 +130,20 @@ class FaceTask(Task):
             if src[key] is None or (key == "train" and not training):
                 continue
             folder = Path(src[key]).resolve()
-            tag = hashlib.sha1(f"{folder}:{aligner.size}".encode()).hexdigest()[:12]
+            # pairs get their own copy: it holds whole-image stand-ins that must never become training faces
+            role = "pairs" if key == "pairs_root" else "faces"
+            tag = hashlib.sha1(f"{folder}:{aligner.size}:{role}".encode()).hexdigest()[:12]
             dst = default_cache_dir() / "aligned" / f"{folder.name}-{tag}"
             if dist_utils.is_main_process():
                 report = align_tree(folder, dst, aligner, progress=self.cfg.train.progress)
-                missing = len(report.no_face) + len(report.unreadable)
-                if missing:
+                if key == "pairs_root" and report.no_face:
+                    _whole_image_fallback(folder, dst, report.no_face, aligner.size)
+                    log.warning("data.pairs: no face found in %d pair image(s); the whole image, resized, stands in "
+                                "for the aligned crop so every pair stays in its fold (listed in %s)",
+                                len(report.no_face), report.path)
+                elif report.no_face or report.unreadable:
                     log.warning("data.%s: %d image(s) without a detectable face or unreadable, left out (listed in "
-                                "%s)", key, missing, report.path)
+                                "%s)", key, len(report.no_face) + len(report.unreadable), report.path)
             dist_utils.barrier()
             out[key] = dst
         return out
@@ -257,6 +263,23 @@ class FaceTask(Task):
                 continue
             faces.append((i, face))
         return faces, results
+
+
+def _whole_image_fallback(src: Path, dst: Path, relative: list[str], size: int) -> None:
+    """Write each listed image of ``src``, resized to ``size`` x ``size``, where its aligned crop would be: the
+    LFW protocol scores every pair, so a face MTCNN misses is compared as the whole picture (as evaluation
+    scripts that centre-crop unaligned images do) rather than dropped with its pair."""
+    import cv2
+    from PIL import Image
+
+    from .align import write_atomic
+
+    for rel in relative:
+        out = (dst / rel).with_suffix(".png")
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            resized = cv2.resize(read_image(src / rel), (size, size), interpolation=cv2.INTER_AREA)
+            write_atomic(out, lambda f, pixels=resized: Image.fromarray(pixels).save(f, format="PNG"))
 
 
 def _check_pairs(eval_set: FaceEvalSet, source: Any, folds: int = 10) -> None:
