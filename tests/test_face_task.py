@@ -382,3 +382,17 @@ def test_torchrun_face_report_equals_a_single_process_eval(cache, tmp_path):
     again = json.loads((tmp_path / "e/report.json").read_text())
     for key in ("verif_acc", "roc_auc", "rank1", "verif_threshold", "num_pairs", "num_probes"):
         assert again[key] == pytest.approx(report[key], abs=1e-12), key
+
+
+def test_linear_probe_from_a_checkpoint_trains_only_the_heads(run, cache, tmp_path):
+    """The engine's fine-tuning policy, unchanged: the backbone starts from another run's checkpoint (its
+    `backbone.*` tensors) and a linear probe leaves every backbone tensor as loaded, BN statistics included."""
+    source = torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
+    out = tmp_path / "probe"
+    assert main(["train", "--task", "face", "--output", str(out), f"data.root={cache}", *FAST,
+                 f"model.backbone.pretrained={run / 'checkpoints/last.pt'}", "finetune.strategy=linear_probe"]) == 0
+    probed = torch.load(out / "checkpoints/last.pt", weights_only=True)["model"]
+    backbone = [k for k in source if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    assert backbone and all(torch.equal(probed[k], source[k]) for k in backbone)
+    heads = [k for k in source if k.startswith(("embedding.", "head.")) and source[k].is_floating_point()]
+    assert any(not torch.equal(probed[k], source[k]) for k in heads)
