@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Comparison", "alternate", "compare", "cpu_seconds", "others_note"]
+__all__ = ["Comparison", "alternate", "compare", "cpu_seconds", "others_note", "try_compile"]
 
 
 def alternate(variants: dict[str, Callable[[], float]], windows: int, warmup: int = 1,
@@ -84,3 +84,19 @@ def others_note(before: tuple[float, float], after: tuple[float, float], seconds
     others = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
     return (f"While this section ran ({seconds:.0f} s), other processes used {others:.2f} of the machine's "
             f"{os.cpu_count()} cores on average (/proc/stat minus this benchmark's processes).")
+
+
+def try_compile(model, x):
+    """``(compiled model, note)``, or ``(None, the error's last line)`` when compiling fails here."""
+    import torch
+
+    try:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)  # compile outside the windows; the warm-up round then runs it once more
+    except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        return None, f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
+    return compiled, (f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first "
+                      "window (less when inductor's on-disk cache is warm from an earlier run).")

@@ -460,16 +460,23 @@ class Trainer:
                         type(err).__name__, err)
 
     # ------------------------------------------------------------------ evaluation only
-    def evaluate(self, checkpoint: str | Path | None = None, state: dict[str, Any] | None = None) -> dict[str, float]:
+    def evaluate(self, checkpoint: str | Path | None = None, state: dict[str, Any] | None = None,
+                 runtime: nn.Module | None = None) -> dict[str, float]:
         """Evaluate ``checkpoint`` (its EMA weights when present; ``state`` when already read) on
-        the validation split and write report.json and the task's report into ``cfg.run_dir``."""
+        the validation split and write report.json and the task's report into ``cfg.run_dir``.
+
+        ``runtime``: a module that runs the checkpoint's model elsewhere (``task.onnx_model``: an exported
+        file in ONNX Runtime); it is evaluated and reported on instead, and ``state`` needs no weights.
+        """
         if checkpoint is not None and state is None:
             state = load_checkpoint(checkpoint)
         if checkpoint is not None:
             check_compatible(state, checkpoint, self.cfg.task, self.cfg.model.backbone.name)
         self.setup(for_training=False, meta=state.get("meta") if state is not None else None)
         self.ema = None  # the checkpoint's EMA weights (if any) are loaded into the model itself
-        if checkpoint is not None:
+        if runtime is not None:
+            self.model = runtime
+        elif checkpoint is not None:
             load_model_state(self.model, state.get("ema") or state["model"], checkpoint)
         self.metrics = self.validate()
         dist_utils.barrier()

@@ -187,6 +187,48 @@ class Task:
         ready to ``compute``."""
         raise UserError(self.unsupported("scoring a predictions file"))
 
+    # ------------------------------------------------------------------ deploy (resvision.deploy)
+    #: ``--postprocess`` choices: extra steps in the exported graph a consumer may want (e.g. softmax).
+    onnx_postprocess: ClassVar[tuple[str, ...]] = ("none",)
+    #: Parity checks between the torch model and the exported file: ``{name: ("<=" | ">=", limit)}``.
+    onnx_parity_limits: ClassVar[dict[str, tuple[str, float]]] = {"max_abs_diff": ("<=", 1e-4)}
+    #: Input axes that vary between calls besides the batch: ``{axis: name}`` (e.g. height and width).
+    onnx_dynamic_axes: ClassVar[dict[int, str]] = {}
+    #: Whether the graph takes a batch (``(N, 3, H, W)``) or one image (detection: ``(3, H, W)``).
+    onnx_batched: ClassVar[bool] = True
+
+    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        """Names of :meth:`export_module`'s outputs, in order."""
+        return ("logits",)
+
+    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        """The eval-mode module to trace: ``images -> tensor or tuple of tensors`` named
+        :meth:`onnx_output_names`. Default: the model itself (its ``forward`` is what evaluation runs)."""
+        return model
+
+    def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
+        """Argument tuples of :meth:`export_module` from one validation batch (traced and parity-checked on)."""
+        return [(batch[0],)]
+
+    def onnx_model(self, runner: Any) -> nn.Module:
+        """A module that runs an exported file (``runner``: :class:`resvision.deploy.OnnxRunner`) and is called
+        the way :meth:`evaluation_step` and :meth:`predict` call the torch model."""
+        from ..deploy.runtime import OnnxModel
+
+        return OnnxModel(runner)
+
+    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
+        """How far the exported file's outputs are from the torch module's on the same inputs (both by output
+        name); the keys are those of :attr:`onnx_parity_limits`."""
+        return {"max_abs_diff": max(float((reference[k].float() - exported[k].float()).abs().max()) for k in reference)}
+
+    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        """What a consumer of the exported file does to an RGB image before the graph (stored in its metadata,
+        where :meth:`onnx_model` may read it back: ``runner.info["preprocessing"]``)."""
+        d = self.cfg.data
+        steps = {k: getattr(d, k) for k in ("image_size", "resize", "mean", "std") if hasattr(d, k)}
+        return {"input": "RGB, float32, NCHW, pixel values / 255, then (x - mean) / std per channel", **steps}
+
     @classmethod
     def unsupported(cls, what: str) -> str:
         return f"task {cls.name} does not support {what}"

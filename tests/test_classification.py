@@ -107,3 +107,14 @@ def test_default_demo_reaches_98_percent(tmp_path):
     cfg = load_config("classification", [f"output={tmp_path}/demo", "train.progress=false"])
     metrics = Trainer(build_task(cfg)).fit()
     assert metrics["num_samples"] == 360 and metrics["top1"] >= 0.98
+
+    # the demo checkpoint through ONNX Runtime: the same top-1; INT8's accuracy and speed are printed
+    import json
+
+    from resvision.cli import main
+    from resvision.deploy import export
+
+    info = export(cfg.run_dir / "checkpoints/last.pt", tmp_path / "cls.onnx", quantize="int8")
+    assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "ort")]) == 0
+    assert json.loads((tmp_path / "ort/report.json").read_text())["top1"] == metrics["top1"]
+    print("INT8 (demo classifier):", json.dumps(info["int8"]))

@@ -103,3 +103,14 @@ def test_default_detection_run_reaches_its_target(tmp_path):
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "run/report.json").read_text())
     assert report["bbox_AP50"] >= 0.65, report
+
+    # the demo checkpoint through ONNX Runtime: the same COCO numbers within the deploy tolerance, and what INT8
+    # costs (reported on stdout and in the export's JSON, not asserted: it is a measurement for the user)
+    from resvision.deploy import export
+
+    info = export(tmp_path / "run/checkpoints/last.pt", tmp_path / "det.onnx", quantize="int8")
+    assert info["parity"]["passed"]
+    assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "ort")]) == 0
+    ort = json.loads((tmp_path / "ort/report.json").read_text())
+    assert abs(ort["bbox_AP"] - report["bbox_AP"]) <= 0.002 and abs(ort["bbox_AP50"] - report["bbox_AP50"]) <= 0.002
+    print("INT8 (demo detector):", json.dumps(info["int8"]))

@@ -8,7 +8,9 @@ loop), ``reference`` (Trainer loop vs torchvision's reference classification loo
 channels_last / torch.compile vs this machine's fp32 matmul rate) and ``detection`` (our Faster R-CNN
 vs torchvision's, training and inference; evaluation cost vs pycocotools alone) and ``segmentation``
 (our U-Net-ResNet-34 vs smp's in the same loop; sliding-window vs whole-image inference at 512x512) and ``face``
-(the face task's trainer vs a bare loop; flip-summed embedding extraction; MTCNN alignment).
+(the face task's trainer vs a bare loop; flip-summed embedding extraction; MTCNN alignment) and ``deploy``
+(ResNet-50 on eager / channels_last / torch.compile / ONNX Runtime fp32 / INT8, batch-1 latency; Faster R-CNN
+in ONNX Runtime vs eager torch, with ONNX Runtime's per-operator profile).
 
 Method (``benchmarks/measure.py``): the variants being compared run in alternating windows
 (A, B, A, B, ...) after discarded warm-up windows, so slow drifts of the machine hit both sides alike;
@@ -33,10 +35,10 @@ from pathlib import Path
 import torch
 
 from resvision.benchmarks.loops import LR, TrainCase, training_variants
-from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note
+from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note, try_compile
 
 THREADS = 2
-BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection", "segmentation", "face")
+BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection", "segmentation", "face", "deploy")
 COMMAND = ".venv/bin/python tools/benchmark.py"
 
 
@@ -195,20 +197,6 @@ def bench_pipeline(s: Settings) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ inference
-def _try_compile(model, x):
-    """``(compiled model, note)``, or ``(None, the error's last line)`` when compiling fails here."""
-    try:
-        compiled = torch.compile(model)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            compiled(x)  # compile outside the windows; the warm-up round then runs it once more
-    except Exception as exc:  # noqa: BLE001 - any backend failure is reported, not fatal
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        return None, f"torch.compile failed on this machine: `{type(exc).__name__}: {lines[-1] if lines else ''}`"
-    return compiled, (f"torch.compile (default mode, inductor) took {time.perf_counter() - start:.0f} s before the first "
-                      "window (less when inductor's on-disk cache is warm from an earlier run).")
-
-
 def bench_inference(s: Settings) -> list[str]:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -242,7 +230,7 @@ def bench_inference(s: Settings) -> list[str]:
     variants = {"eager": images(model, x), "channels_last": images(model_cl, x_cl)}
     compiled, compile_note = None, "torch.compile: skipped under --quick (compiling takes over a minute on 2 cores)."
     if not s.quick:
-        compiled, compile_note = _try_compile(model, x)
+        compiled, compile_note = try_compile(model, x)
     if compiled is not None:
         variants["torch.compile"] = images(compiled, x)
     variants["fp32 matmul"] = matmul
@@ -307,6 +295,12 @@ def bench_segmentation(s: Settings) -> list[str]:
     return run(s)
 
 
+def bench_deploy(s: Settings) -> list[str]:
+    from resvision.benchmarks.deploy import bench_deploy as run  # imported only when asked: slow imports
+
+    return run(s)
+
+
 def bench_face(s: Settings) -> list[str]:
     from resvision.benchmarks.face import bench_face as run  # imported only when asked: slow imports
 
@@ -315,7 +309,8 @@ def bench_face(s: Settings) -> list[str]:
 
 RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
            "pipeline": bench_pipeline, "inference": bench_inference,
-           "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face}
+           "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face,
+           "deploy": bench_deploy}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"[{name}] failed:\n{traceback.format_exc()}")
             section = [f"## {name}", "", f"Failed: `{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}`",
                        "", f"Command: `{settings.command} --only {name}`"]
-        if name in ("pipeline", "inference", "detection", "segmentation", "face"):  # the training sections carry their own note (shared windows)
+        if name in ("pipeline", "inference", "detection", "segmentation", "face", "deploy"):  # the training sections carry their own note (shared windows)
             section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))

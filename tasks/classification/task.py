@@ -81,6 +81,7 @@ class ClassificationTask(Task):
     default_config = "classification/classifier_resnet20_digits"
     main_metric = "top1"
     predict_options = (TaskOption("topk", int, "classification: classes per image (default 5)", minimum=1),)
+    onnx_postprocess = ("none", "softmax")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -146,6 +147,13 @@ class ClassificationTask(Task):
         images, labels, indices = batch
         return model(images), (labels, indices)
 
+    # ------------------------------------------------------------------ deploy
+    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        return ("probs",) if postprocess == "softmax" else ("logits",)
+
+    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        return nn.Sequential(model, nn.Softmax(dim=1)) if postprocess == "softmax" else model
+
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo) -> None:
         evaluator.write_report(run_dir)
@@ -153,7 +161,8 @@ class ClassificationTask(Task):
             return
         self._prediction_table(run_dir, evaluator, data.val.dataset)
         self._misclassified_grid(run_dir, evaluator, data.val.dataset)
-        self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset)
+        if hasattr(model, "backbone"):  # Grad-CAM needs the torch model's gradients (not an exported file's)
+            self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset)
 
     def _prediction_table(self, run_dir: Path, evaluator: ClassificationEvaluator, source: Dataset) -> None:
         """val_predictions.csv: every validation image with its true and predicted class and the

@@ -79,6 +79,9 @@ class DetectionTask(Task):
     predict_options = (TaskOption("score_thresh", float, "detection: minimum score of a listed / drawn box (default 0.5)",
                                   minimum=0.0, maximum=1.0),)
     results_format = "COCO results JSON ([{image_id, category_id, bbox: [x, y, w, h], score}])"
+    onnx_batched = False  # torchvision's ONNX path: one (3, H, W) image per call
+    onnx_dynamic_axes = {1: "height", 2: "width"}
+    onnx_parity_limits = {"label_agreement": (">=", 1.0), "max_box_diff_px": ("<=", 0.5), "max_score_diff": ("<=", 1e-3)}
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone.body
@@ -169,6 +172,39 @@ class DetectionTask(Task):
             save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
                             "Validation predictions (green: ground truth, red: detections >= 0.5)", cols=4)
 
+    # ------------------------------------------------------------------ deploy
+    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        return ("boxes", "labels", "scores")
+
+    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        return _OneImageDetector(model)
+
+    def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
+        return [(image,) for image in batch[0]]
+
+    def onnx_model(self, runner) -> nn.Module:
+        from ...deploy.runtime import OnnxDetector
+
+        return OnnxDetector(runner)
+
+    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Detections compared in order (both sorted by score): the fraction with the same label over the
+        larger count, and the largest box / score difference among the common ones."""
+        n_ref, n_got = len(reference["labels"]), len(exported["labels"])
+        n = min(n_ref, n_got)
+        same = int((reference["labels"][:n] == exported["labels"][:n]).sum())
+        box = (reference["boxes"][:n].float() - exported["boxes"][:n].float()).abs()
+        score = (reference["scores"][:n].float() - exported["scores"][:n].float()).abs()
+        return {"label_agreement": same / max(n_ref, n_got, 1), "max_box_diff_px": float(box.max()) if n else 0.0,
+                "max_score_diff": float(score.max()) if n else 0.0, "detections": float(n_ref)}
+
+    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        t = model.transform
+        return {"input": "one RGB image, float32, CHW, pixel values / 255; resizing (min_size / max_size) and mean / "
+                         "std normalisation happen inside the graph", "min_size": list(t.min_size),
+                "max_size": t.max_size, "mean": t.image_mean, "std": t.image_std,
+                "outputs": "boxes (x1, y1, x2, y2 pixels of the input), labels (1-based class index), scores"}
+
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[str], data: DetectionDataInfo,
@@ -243,3 +279,15 @@ def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> No
         state = {k: v for k, v in state.items() if k not in head} | {k: own[k] for k in head}
     load_strict(model, state, f"model.pretrained {path}")
     log.info("loaded detector weights from %s", path)
+
+
+class _OneImageDetector(nn.Module):
+    """What detection exports: torchvision's detector on one image, returning ``(boxes, labels, scores)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model([image])[0]
+        return out["boxes"], out["labels"], out["scores"]

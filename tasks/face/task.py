@@ -89,6 +89,7 @@ class FaceTask(Task):
                                   "(default: the checkpoint's verif_threshold)", minimum=-1, maximum=1),
                        TaskOption("gallery", str, "face: identity folders of known people (<dir>/<person>/<image>); "
                                   "each image is identified as the most similar person, or unknown"))
+    onnx_parity_limits = {"min_cosine": (">=", 0.9999)}
 
     # ------------------------------------------------------------------ building
     def transforms(self, train: bool):
@@ -191,6 +192,28 @@ class FaceTask(Task):
         images, indices = batch
         return flip_embeddings(model, images), indices
 
+    # ------------------------------------------------------------------ deploy
+    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        # embedding: L2-normalised, what a consumer compares; raw_embedding: before normalisation, what the
+        # LFW protocol sums over the image and its mirror (eval and predict with the ONNX Runtime engine)
+        return ("embedding", "raw_embedding")
+
+    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        return _NormalisedEmbedding(model)
+
+    def onnx_model(self, runner) -> nn.Module:
+        from ...deploy.runtime import OnnxModel
+
+        return OnnxModel(runner, output="raw_embedding")
+
+    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
+        cosine = min(float(F.cosine_similarity(reference[k].float(), exported[k].float(), dim=1).min()) for k in reference)
+        return {"min_cosine": cosine}
+
+    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        return {**super().preprocessing(model), "aligned": "faces aligned to the ArcFace 112x112 template "
+                "(tools/align_faces.py) and resized to image_size" if self.cfg.data.align else "as in training"}
+
     # ------------------------------------------------------------------ results
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[str], data: FaceDataInfo, threshold: float | None = None,
@@ -289,3 +312,15 @@ def _check_pairs(eval_set: FaceEvalSet, source: Any, folds: int = 10) -> None:
     if len(eval_set.pairs) < folds or not same or not different:
         raise DataError(f"{source}: {len(eval_set.pairs)} pairs ({same} same-person, {different} different-person); "
                         f"the {folds}-fold protocol needs at least {folds} pairs and some of each kind")
+
+
+class _NormalisedEmbedding(nn.Module):
+    """What face exports: ``(L2-normalised embedding, raw embedding)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = self.model(images)
+        return F.normalize(raw.float(), dim=1), raw

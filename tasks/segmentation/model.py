@@ -137,10 +137,15 @@ class SegmentationModel(nn.Module):
         ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
         if (ph, pw) != (h, w):
             x = F.pad(x, (0, pw - w, 0, ph - h))
+        return self.forward_padded(x)[..., :h, :w]
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images whose sides are multiples of ``pad_to`` (what ONNX export traces: the padding
+        arithmetic stays outside the graph)."""
         logits = self.head(self.decoder(self.features(x, self.backbone(x))))
-        if logits.shape[-2:] != (ph, pw):
-            logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
 
 
 class SegmentationLoss(nn.Module):

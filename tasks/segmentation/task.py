@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig
-from ...datasets import read_image
+from ...datasets import IMAGENET_MEAN, IMAGENET_STD, read_image
 from ...datasets.segmentation import (
     SegmentationData,
     SegmentationDataset,
@@ -112,6 +113,9 @@ class SegmentationTask(Task):
     Data = SegmentationDataInfo
     default_config = "segmentation/fpn_smallresnet_shapes"
     main_metric = "mIoU"
+    onnx_postprocess = ("none", "argmax")
+    onnx_parity_limits = {"argmax_agreement": (">=", 0.999)}
+    onnx_dynamic_axes = {2: "height", 3: "width"}
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -215,6 +219,37 @@ class SegmentationTask(Task):
         i = self.cfg.model.inference
         return infer_logits(model, images, mode=i.mode, window=i.window, stride=i.stride, flip=i.flip)
 
+    # ------------------------------------------------------------------ deploy
+    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        return ("mask",) if postprocess == "argmax" else ("logits",)
+
+    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        return _PaddedForward(model, argmax=postprocess == "argmax")
+
+    def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
+        images, pad_to = batch[0], model.pad_to
+        h, w = images.shape[-2:]
+        return [(F.pad(images, (0, -(-w // pad_to) * pad_to - w, 0, -(-h // pad_to) * pad_to - h)),)]
+
+    def onnx_model(self, runner) -> nn.Module:
+        from ...deploy.runtime import OnnxSegmenter
+
+        return OnnxSegmenter(runner, runner.info["preprocessing"]["pad_to"])
+
+    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
+        if "mask" in reference:
+            return {"argmax_agreement": float((reference["mask"] == exported["mask"]).float().mean())}
+        ref, got = reference["logits"].float(), exported["logits"].float()
+        return {"argmax_agreement": float((ref.argmax(1) == got.argmax(1)).float().mean()),
+                "max_abs_diff": float((ref - got).abs().max())}
+
+    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        i = self.cfg.model.inference
+        return {"input": "RGB, float32, NCHW, pixel values / 255, then (x - mean) / std per channel; pad bottom / "
+                         f"right with 0 to a multiple of {model.pad_to} and crop the output back",
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pad_to": model.pad_to,
+                "inference": {"mode": i.mode, "window": i.window, "stride": i.stride, "flip": i.flip}}
+
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: SegmentationEvaluator,
                      data: SegmentationDataInfo) -> None:
@@ -292,3 +327,15 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float
     blend = rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
     out = np.where((mask != 0)[..., None], blend, rgb.astype(np.float32))
     return out.round().astype(np.uint8)
+
+
+class _PaddedForward(nn.Module):
+    """What segmentation exports: logits (or the argmax mask) of images padded to the model's ``pad_to``."""
+
+    def __init__(self, model: nn.Module, argmax: bool = False) -> None:
+        super().__init__()
+        self.model, self.argmax = model, argmax
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model.forward_padded(images)
+        return logits.argmax(1) if self.argmax else logits

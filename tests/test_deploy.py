@@ -1,0 +1,211 @@
+"""Deploy: ONNX export of every task with its parity check, ONNX Runtime eval / predict through the same task
+code as torch, INT8 quantization, and the bad inputs of this path (one line, exit 2)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import one_line_error, tiny_overrides
+from resvision.cli import main
+from resvision.deploy import OnnxRunner, export, read_onnx_info
+from resvision.errors import UserError
+
+DET = ["train.max_iters=2", "train.progress=false", "train.batch_size=2", "model.box_batch_size_per_image=32",
+       "model.rpn_post_nms_top_n_train=100", "model.rpn_post_nms_top_n_test=50", "model.box_detections_per_img=20",
+       "model.min_size=160", "model.max_size=200", "model.backbone.custom.widths=[8,8,16,16]",
+       "model.backbone.custom.layers=[1,1,1,1]"]
+SEG = ["train.max_iters=2", "train.progress=false", "train.batch_size=4", "data.crop_size=64",
+       "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
+       "model.decoder_channels=[16,32]"]
+
+
+@pytest.fixture(scope="module")
+def cls_run(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cls") / "run"
+    assert main(["train", "--task", "classification", *tiny_overrides(tiny_folder, out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "run"
+    assert main(["train", "--task", "detection", "--output", str(out), *DET]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "run"
+    assert main(["train", "--task", "segmentation", "--output", str(out), *SEG]) == 0
+    return out
+
+
+def _report(folder):
+    return json.loads((folder / "report.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ classification
+def test_classification_export_parity_metadata_and_ort_eval(cls_run, tmp_path, capsys):
+    ckpt = cls_run / "checkpoints/last.pt"
+    path = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
+    assert "max_abs_diff" in capsys.readouterr().out
+    onnx.checker.check_model(str(path))
+    info = read_onnx_info(path)
+    assert info["task"] == "classification" and info["meta"]["classes"] == ["blue", "green", "red"]
+    assert info["preprocessing"]["image_size"] == 16 and info["inputs"]["images"]["shape"][0] == "batch"
+    assert info["parity"]["passed"] and info["parity"]["checks"]["max_abs_diff"]["value"] <= 1e-4
+    assert json.loads((tmp_path / "model.onnx.json").read_text())["parity"] == info["parity"]
+
+    # the file alone, independently of our wrappers: ONNX Runtime's logits equal the torch model's
+    from resvision.deploy.export import load_for_export
+
+    *_, model = load_for_export(ckpt)
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    got = OnnxRunner(path).run(x)["logits"]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+    # eval through ONNX Runtime: the same metrics as torch (the run's report is torch's evaluation of last.pt)
+    assert main(["eval", "--checkpoint", str(path), "--output", str(tmp_path / "ort")]) == 0  # .onnx: ORT engine
+    torch_report, ort_report = _report(cls_run), _report(tmp_path / "ort")
+    assert ort_report["top1"] == torch_report["top1"] and ort_report["num_samples"] == torch_report["num_samples"]
+    assert (tmp_path / "ort/val_predictions.csv").read_text().count("\n") == torch_report["num_samples"] + 1
+
+
+def test_classification_predict_engines_agree_and_softmax_export(cls_run, tiny_folder, tmp_path):
+    ckpt = cls_run / "checkpoints/last.pt"
+    image = sorted((tiny_folder / "val").rglob("*.png"))[0]
+    assert main(["predict", "--checkpoint", str(ckpt), "--output", str(tmp_path / "t"), str(image)]) == 0
+    assert main(["predict", "--checkpoint", str(ckpt), "--engine", "onnxruntime", "--output", str(tmp_path / "o"),
+                 str(image)]) == 0
+    torch_pred = json.loads((tmp_path / "t/predictions.json").read_text())[0]
+    ort_pred = json.loads((tmp_path / "o/predictions.json").read_text())[0]
+    assert [p["label"] for p in torch_pred["topk"]] == [p["label"] for p in ort_pred["topk"]]
+    for a, b in zip(torch_pred["topk"], ort_pred["topk"]):
+        assert a["prob"] == pytest.approx(b["prob"], abs=1e-4)
+
+    info = export(ckpt, tmp_path / "soft.onnx", postprocess="softmax", quiet=True)
+    probs = OnnxRunner(info["path"]).run(torch.randn(2, 3, 16, 16))["probs"]
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime"]) == 2  # not the plain export
+
+
+def test_int8_quantization_reports_accuracy_and_speed(cls_run, tmp_path):
+    info = export(cls_run / "checkpoints/last.pt", tmp_path / "m.onnx", quantize="int8", calibration_images=16,
+                  quiet=True)
+    q = info["int8"]
+    model = onnx.load(q["path"])
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    # per-channel weights: a weight DequantizeLinear with one scale per output channel
+    scales = {i.name: i for i in model.graph.initializer}
+    assert any(len(scales[n.input[1]].dims) == 1 and scales[n.input[1]].dims[0] > 1
+               for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[1] in scales)
+    assert q["calibration_images"] == 16
+    assert q["delta"]["top1"] == pytest.approx(q["int8"]["top1"] - q["fp32"]["top1"])
+    assert q["speed"]["fp32_images_per_s"] > 0 and q["speed"]["int8_images_per_s"] > 0
+    assert read_onnx_info(q["path"])["quantization"]["fp32"] == q["fp32"]
+    # the INT8 file evaluates through the same path and reproduces the accuracy stored beside it
+    assert main(["eval", "--checkpoint", q["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "e")]) == 0
+    assert _report(tmp_path / "e")["top1"] == pytest.approx(q["int8"]["top1"], abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------- detection
+def test_detection_export_parity_and_ort_eval(det_run, tmp_path):
+    ckpt = det_run / "checkpoints/last.pt"
+    info = export(ckpt, tmp_path / "det.onnx", parity_images=4, quiet=True)
+    checks = info["parity"]["checks"]
+    assert info["parity"]["passed"], checks
+    assert checks["max_box_diff_px"]["value"] <= 0.5 and checks["label_agreement"]["value"] == 1.0
+    assert info["inputs"]["images"]["shape"] == [3, "height", "width"]
+    assert main(["eval", "--checkpoint", str(tmp_path / "det.onnx"), "--engine", "onnxruntime",
+                 "--output", str(tmp_path / "o")]) == 0
+    a, b = _report(det_run), _report(tmp_path / "o")  # the run's report: torch's evaluation of last.pt
+    assert b["bbox_AP"] == pytest.approx(a["bbox_AP"], abs=0.002) and b["bbox_AP50"] == pytest.approx(a["bbox_AP50"], abs=0.002)
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+def test_segmentation_export_parity_any_size_and_ort_eval(seg_run, tmp_path):
+    ckpt = seg_run / "checkpoints/last.pt"
+    info = export(ckpt, tmp_path / "seg.onnx", parity_images=8, quiet=True)
+    assert info["parity"]["checks"]["argmax_agreement"]["value"] >= 0.999
+    assert info["preprocessing"]["pad_to"] == 32
+    # sizes the file never saw (not multiples of 32) through the wrapper that pads like the torch model
+    from resvision.deploy.export import load_for_export
+
+    _, _, task, _, model = load_for_export(ckpt)
+    ort_model = task.onnx_model(OnnxRunner(tmp_path / "seg.onnx"))
+    x = torch.randn(2, 3, 70, 45)
+    with torch.no_grad():
+        expected = model(x)
+    got = ort_model(x)
+    assert got.shape == expected.shape
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    # a .pt with --engine onnxruntime: exported on the fly into the eval folder, then evaluated
+    assert main(["eval", "--checkpoint", str(ckpt), "--engine", "onnxruntime", "--output", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o/model.onnx").is_file() and (tmp_path / "o/model.onnx.json").is_file()
+    assert _report(tmp_path / "o")["mIoU"] == pytest.approx(_report(seg_run)["mIoU"], abs=1e-3)
+    mask = export(ckpt, tmp_path / "mask.onnx", postprocess="argmax", quiet=True)
+    assert OnnxRunner(mask["path"]).run(torch.randn(1, 3, 64, 96))["mask"].shape == (1, 64, 96)
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def test_bad_inputs_give_one_line(cls_run, tmp_path, capsys):
+    ckpt = cls_run / "checkpoints/last.pt"
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07not a protobuf at all" * 10)
+    one_line_error(UserError, [str(corrupt)], read_onnx_info, corrupt)
+    assert main(["eval", "--checkpoint", str(corrupt), "--engine", "onnxruntime"]) == 2
+    assert main(["predict", "--engine", "torch", "--checkpoint", str(corrupt), str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "cannot read" in err[0] and "runs with --engine onnxruntime, not torch" in err[1]
+    # a foreign ONNX file (no resvision metadata)
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.randn(1, 3, 8, 8),), str(foreign), dynamo=False)
+    one_line_error(UserError, ["not exported by resvision"], read_onnx_info, foreign)
+    # wrong channel count
+    info = export(ckpt, tmp_path / "m.onnx", quiet=True)
+    one_line_error(UserError, ["'images'", "3 channels", "got 1"], OnnxRunner(info["path"]).run, torch.randn(2, 1, 16, 16))
+    # an opset too old for an operator of the model
+    one_line_error(UserError, ["--opset 7"], export, ckpt, tmp_path / "old.onnx", opset=7, quiet=True)
+    # a task name that does not match the checkpoint, and a bad postprocess
+    assert main(["export", "--task", "detection", "--checkpoint", str(ckpt)]) == 2
+    one_line_error(UserError, ["--postprocess argmax", "classification"], export, ckpt, postprocess="argmax")
+
+
+# -------------------------------------------------------------------------------------------------- face
+@pytest.fixture(scope="module")
+def face_run(tmp_path_factory):
+    from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_SIZES, synthetic_faces_dataset
+
+    root = tmp_path_factory.mktemp("faces")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {"train_identities": 6, "train_images": 3, "test_identities": 10, "test_images": 3,
+                           "folds": 2, "pairs_per_fold": 6}.items():
+            patch.setitem(SYNTHETIC_FACES_SIZES, key, value)
+        synthetic_faces_dataset(root)
+    out = tmp_path_factory.mktemp("face") / "run"
+    assert main(["train", "--task", "face", "--output", str(out), f"data.root={root}", "train.max_iters=2",
+                 "train.progress=false", "train.batch_size=6", "data.image_size=32", "model.embedding_size=16",
+                 "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]"]) == 0
+    return out, root
+
+
+def test_face_export_gives_unit_embeddings_and_ort_eval_matches(face_run, tmp_path):
+    run, root = face_run
+    ckpt = run / "checkpoints/last.pt"
+    info = export(ckpt, tmp_path / "face.onnx", parity_images=8, quiet=True)
+    assert info["parity"]["checks"]["min_cosine"]["value"] >= 0.9999
+    out = OnnxRunner(info["path"]).run(torch.randn(3, 3, 32, 32))
+    np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out["embedding"], out["raw_embedding"] / np.linalg.norm(out["raw_embedding"], axis=1,
+                                                                                       keepdims=True), atol=1e-5)
+    assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "o")]) == 0
+    a, b = _report(run), _report(tmp_path / "o")
+    assert b["num_pairs"] == a["num_pairs"] and b["roc_auc"] == pytest.approx(a["roc_auc"], abs=1e-3)
+    one_line_error(UserError, ["'images'", "32", "got 40"], OnnxRunner(info["path"]).run, torch.randn(1, 3, 40, 40))
