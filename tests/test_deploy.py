@@ -123,6 +123,8 @@ def test_detection_export_parity_and_ort_eval(det_run, tmp_path):
     assert info["parity"]["passed"], checks
     assert checks["max_box_diff_px"]["value"] <= 0.5 and checks["label_agreement"]["value"] == 1.0
     assert info["inputs"]["images"]["shape"] == [3, "height", "width"]
+    # the RoI merge is a row gather, not torchvision's element-wise ScatterElements (slow in ONNX Runtime)
+    assert "ScatterElements" not in {n.op_type for n in onnx.load(info["path"]).graph.node}
     assert main(["eval", "--checkpoint", str(tmp_path / "det.onnx"), "--engine", "onnxruntime",
                  "--output", str(tmp_path / "o")]) == 0
     a, b = _report(det_run), _report(tmp_path / "o")  # the run's report: torch's evaluation of last.pt
@@ -209,3 +211,37 @@ def test_face_export_gives_unit_embeddings_and_ort_eval_matches(face_run, tmp_pa
     a, b = _report(run), _report(tmp_path / "o")
     assert b["num_pairs"] == a["num_pairs"] and b["roc_auc"] == pytest.approx(a["roc_auc"], abs=1e-3)
     one_line_error(UserError, ["'images'", "32", "got 40"], OnnxRunner(info["path"]).run, torch.randn(1, 3, 40, 40))
+
+
+@pytest.mark.filterwarnings("ignore")  # the tracer's notes on torchvision's level scales (constants by design)
+def test_exportable_roi_align_traced_graph_equals_torchvision_eager():
+    """Our RoI pooler's traced merge (concatenate + argsort gather) gives torchvision's eager values, also for
+    boxes other than the ones it was traced on (other count, other FPN levels)."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from resvision.tasks.detection.model import ExportableRoIAlign
+
+    names = ["c3", "c4", "c5"]
+
+    class Pool(torch.nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.pool = pool
+
+        def forward(self, f3, f4, f5, boxes):
+            return self.pool({"c3": f3, "c4": f4, "c5": f5}, [boxes], [(256, 256)])
+
+    def boxes(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        xy = torch.rand(n, 2, generator=g) * 150
+        wh = 4 + torch.rand(n, 2, generator=g) * 100
+        return torch.cat([xy, xy + wh], dim=1)
+
+    torch.manual_seed(0)
+    feats = (torch.randn(1, 4, 32, 32), torch.randn(1, 4, 16, 16), torch.randn(1, 4, 8, 8))
+    with torch.no_grad():
+        traced = torch.jit.trace(Pool(ExportableRoIAlign(names, 7, 2)), (*feats, boxes(20, 0)), check_trace=False)
+        reference = Pool(MultiScaleRoIAlign(names, 7, 2))
+        for n, seed in ((20, 0), (7, 1), (33, 2)):
+            b = boxes(n, seed)
+            torch.testing.assert_close(traced(*feats, b), reference(*feats, b), rtol=0, atol=0)

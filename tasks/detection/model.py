@@ -11,11 +11,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
+import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _setup_scales
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ...backbone import Backbone
@@ -42,6 +44,34 @@ class FPNBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """(N, 3, H, W) -> {name: (N, out_channels, H/s, W/s)} for every level, finest first."""
         return self.fpn(OrderedDict(self.body(x)))
+
+
+class ExportableRoIAlign(MultiScaleRoIAlign):
+    """torchvision's ``MultiScaleRoIAlign``, whose traced (ONNX) graph merges the per-level results with one
+    row gather instead of a ScatterElements over every pooled value.
+
+    torchvision's traced path scatters each level's ``(k, C, 7, 7)`` results element by element into a zeros
+    tensor (``_onnx_merge_levels``); in ONNX Runtime that scatter, its index ``Expand`` and the zeros took ~2/3
+    of the detector's time at the demo size (docs/benchmarks.md). Here the levels' results are concatenated and
+    put back in RoI order by ``argsort`` of their indices: the same values (a test checks the traced graph
+    against eager), and eager mode runs torchvision's own forward unchanged.
+    """
+
+    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        if not torchvision._is_tracing():
+            return super().forward(x, boxes, image_shapes)
+        features = [x[name] for name in self.featmap_names]
+        # torchvision's own level scales and FPN level mapper (Lin et al. 2017, eq. 1), set up as it does
+        self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
+        levels = self.map_levels(boxes)
+        pooled, order = [], []
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            index = torch.where(levels == level)[0]
+            pooled.append(roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio).to(features[0].dtype))
+            order.append(index)
+        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
 @dataclass
@@ -91,7 +121,7 @@ def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettin
     anchors = AnchorGenerator(
         sizes=tuple(tuple(s) for s in settings.anchor_sizes), aspect_ratios=(tuple(settings.aspect_ratios),) * levels
     )
-    roi_pool = MultiScaleRoIAlign(featmap_names=backbone.feature_names, output_size=7, sampling_ratio=2)
+    roi_pool = ExportableRoIAlign(featmap_names=backbone.feature_names, output_size=7, sampling_ratio=2)
     head = TwoMLPHead(settings.fpn_channels * 7 * 7, settings.representation_size)
     return FasterRCNN(
         backbone,
