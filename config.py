@@ -79,6 +79,9 @@ class TrainConfig:
     checkpoint_every: int = field(default=1, metadata={"ge": 1})  # epochs between last.pt writes
     # Evaluations without improvement.
     early_stop_patience: int | None = field(default=None, metadata={"ge": 1})
+    # per-stage gradient norms and update / weight ratios every N optimizer steps (engine/gradient_flow.py)
+    monitor_gradients: bool = False
+    gradient_monitor_every: int = field(default=10, metadata={"ge": 1})
     monitor: str | None = None  # metric for best.pt / early stopping; None: the task's main metric
     monitor_mode: Literal["max", "min"] | None = None
     progress: bool = True  # tqdm bar

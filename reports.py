@@ -61,6 +61,29 @@ def plot_training_curves(metrics_jsonl: str | Path, out_dir: str | Path) -> list
     return written
 
 
+def plot_gradient_flow(rows: Sequence[dict], path: str | Path, title: str = "Gradient flow") -> Path:
+    """Per-stage gradient L2 norm and update / weight ratio over training (log scales), from the rows of
+    ``engine.gradient_flow.GradientFlowMonitor``; stages from the input (stem) to the head in colour order."""
+    stages = [k.split("/", 1)[1] for k in rows[0] if k.startswith("grad_norm/")]
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(stages)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in rows]
+    for ax, key, label in zip(axes, ("grad_norm", "update_ratio"), ("gradient L2 norm", "||update|| / ||weights||")):
+        values = {s: np.array([r.get(f"{key}/{s}", np.nan) for r in rows], dtype=float) for s in stages}
+        positive = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values.values()])
+        floor = positive.min() / 10 if len(positive) else 1e-12
+        for stage, colour in zip(stages, colours):
+            # exact zeros (gradients that underflowed) are drawn on the floor line, not dropped from the log plot
+            ax.plot(steps, np.where(values[stage] > 0, values[stage], floor), color=colour, lw=1.2, label=stage)
+        ax.axhline(floor, color="0.6", lw=0.8, ls=":")
+        ax.set(xlabel="optimizer step", ylabel=label + " (dotted: 0)", yscale="log")
+    axes[0].set_title("Gradient norm per stage")
+    axes[1].set_title("Update-to-weight ratio per stage")
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    return _save(fig, Path(path))
+
+
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix (rows = true class) with raw counts printed in each cell."""
     matrix = np.asarray(matrix)

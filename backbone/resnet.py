@@ -102,13 +102,14 @@ class BasicBlock(nn.Module):
         norm_layer: Normalisation layer class.
         se: Add squeeze-excitation before the residual sum.
         stride_in_1x1: Ignored (no 1x1 conv here); accepted so every block has one signature.
+        residual: False makes the block "plain" (He et al. 2016, Fig. 3 middle): no shortcut, no sum.
     """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, norm_layer: NormLayer = nn.BatchNorm2d,
-                 se: bool = False, stride_in_1x1: bool = False) -> None:
+                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ConfigError("block 'basic' supports only groups=1 and width_per_group=64 (as torchvision); "
@@ -121,15 +122,16 @@ class BasicBlock(nn.Module):
         self.se = SqueezeExcite(planes) if se else None
         self.downsample = downsample
         self.stride = stride
+        self.residual = residual
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, inplanes, H, W) -> (N, planes, H / stride, W / stride)``."""
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        out += identity
+        if self.residual:
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
 
@@ -150,13 +152,14 @@ class Bottleneck(nn.Module):
         se: Add squeeze-excitation before the residual sum.
         stride_in_1x1: Put the stride on the first 1x1 conv (the paper's v1) instead of on the 3x3
             (torchvision's v1.5, which sees all pixels before sub-sampling).
+        residual: False makes the block plain: no shortcut, no sum.
     """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, norm_layer: NormLayer = nn.BatchNorm2d,
-                 se: bool = False, stride_in_1x1: bool = False) -> None:
+                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
@@ -170,22 +173,23 @@ class Bottleneck(nn.Module):
         self.se = SqueezeExcite(planes * self.expansion) if se else None
         self.downsample = downsample
         self.stride = stride
+        self.residual = residual
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, inplanes, H, W) -> (N, 4 * planes, H / stride, W / stride)``."""
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        out += identity
+        if self.residual:
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STEMS = ("imagenet", "cifar", "deep")
-SHORTCUTS = ("A", "B")
+SHORTCUTS = ("A", "B", "none")
 
 
 @dataclass
@@ -203,7 +207,8 @@ class ResNetConfig:
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool), ``"cifar"`` (3x3/1 conv, no pool) or
             ``"deep"`` (three 3x3 convs + max-pool, the ResNet-C stem of He et al. 2019 "Bag of Tricks").
         stem_width: Channels out of the stem; None = ``widths[0]``.
-        shortcut: ``"B"`` (1x1 conv + BN projection when the shape changes) or ``"A"`` (zero padding).
+        shortcut: ``"B"`` (1x1 conv + BN projection when the shape changes), ``"A"`` (zero padding) or
+            ``"none"``: the paper's plain network, the same layers without any shortcut or sum.
         se: Squeeze-excitation in every block.
         stride_in_1x1: Bottleneck stride on the first 1x1 conv (paper v1) instead of the 3x3 (v1.5).
         zero_init_residual: Zero the last BN gamma of each block so every block starts as identity
@@ -217,7 +222,7 @@ class ResNetConfig:
     width_per_group: int = 64
     stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
     stem_width: int | None = None
-    shortcut: Literal["A", "B"] = "B"
+    shortcut: Literal["A", "B", "none"] = "B"
     se: bool = False
     stride_in_1x1: bool = False
     zero_init_residual: bool = False
@@ -239,6 +244,9 @@ class ResNetConfig:
         for name in ("groups", "width_per_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.shortcut == "none" and self.zero_init_residual:
+            raise ConfigError("zero_init_residual needs shortcuts: with shortcut 'none' a zeroed last BN would "
+                              "cut every block's output")
         if self.stem_width is not None and self.stem_width < 2:
             raise ConfigError(f"stem_width must be >= 2, got {self.stem_width}")
 
@@ -314,13 +322,13 @@ class ResNet(Backbone):
         cfg = self.cfg
         out_ch = planes * block.expansion
         downsample: nn.Module | None = None
-        if stride != 1 or inplanes != out_ch:
+        if cfg.shortcut != "none" and (stride != 1 or inplanes != out_ch):
             if cfg.shortcut == "A":
                 downsample = ShortcutA(inplanes, out_ch, stride)
             else:
                 downsample = nn.Sequential(conv1x1(inplanes, out_ch, stride), norm_layer(out_ch))
         options = dict(groups=cfg.groups, base_width=cfg.width_per_group, norm_layer=norm_layer,
-                       se=cfg.se, stride_in_1x1=cfg.stride_in_1x1)
+                       se=cfg.se, stride_in_1x1=cfg.stride_in_1x1, residual=cfg.shortcut != "none")
         layers = [block(inplanes, planes, stride, downsample, **options)]
         layers += [block(out_ch, planes, **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers), out_ch
@@ -394,38 +402,48 @@ TORCHVISION_ARCHS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
 }
 # name -> depth: 6n + 2 layers, n BasicBlocks per stage (He et al. 2016, section 4.2).
 CIFAR_ARCHS: dict[str, int] = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
+# plain name -> its residual counterpart (the same layers; He et al. 2016 compare plain-18/34 and plain-20...110)
+PLAIN_ARCHS: dict[str, str] = {"plain18": "resnet18", "plain34": "resnet34", "plain20": "resnet20", "plain32": "resnet32",
+                               "plain44": "resnet44", "plain56": "resnet56", "plain110": "resnet110"}
 
 
-def _torchvision_builder(name: str) -> Callable[..., ResNet]:
+def _torchvision_builder(name: str, plain: bool = False) -> Callable[..., ResNet]:
+    """``name`` (``resnet18`` ...) or, with ``plain``, its plain counterpart ``plain18`` (no shortcuts)."""
     block, layers, groups, width_per_group = TORCHVISION_ARCHS[name]
+    registered = name.replace("resnet", "plain") if plain else name
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
                 zero_init_residual: bool = False, stem: str = "imagenet") -> ResNet:
         # stem="cifar" (3x3 stride-1 conv, no max-pool) is the input stem of face ResNets for 112x112 crops;
         # its conv1 differs from torchvision's, so torchvision weights then load only with a strict-load error.
         cfg = ResNetConfig(block=block, layers=list(layers), groups=groups, width_per_group=width_per_group,
-                           zero_init_residual=zero_init_residual, stem=stem)
+                           zero_init_residual=zero_init_residual, stem=stem, shortcut="none" if plain else "B")
         return _build(cfg, out_features, norm)
 
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (f"{name}: {block} blocks {list(layers)}, groups={groups}, width_per_group="
-                       f"{width_per_group}; same parameters as torchvision.models.{name}.")
-    return register_backbone(name)(builder)
+    builder.__name__ = builder.__qualname__ = registered
+    builder.__doc__ = (f"{registered}: {block} blocks {list(layers)}, groups={groups}, width_per_group="
+                       f"{width_per_group}; " + (f"the plain network of He et al. 2016 (Table 1 / Fig. 3): {name}'s "
+                       "layers without shortcuts or projections." if plain else
+                       f"same parameters as torchvision.models.{name}."))
+    return register_backbone(registered)(builder)
 
 
-def _cifar_builder(name: str) -> Callable[..., ResNet]:
+def _cifar_builder(name: str, plain: bool = False) -> Callable[..., ResNet]:
+    """CIFAR ``resnetN`` or, with ``plain``, ``plainN``: the same layers without shortcuts (section 4.2)."""
     n = (CIFAR_ARCHS[name] - 2) // 6
+    registered = name.replace("resnet", "plain") if plain else name
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
                 zero_init_residual: bool = False) -> ResNet:
         cfg = ResNetConfig(block="basic", layers=[n, n, n], widths=[16, 32, 64], stem="cifar",
-                           shortcut="A", zero_init_residual=zero_init_residual)
+                           shortcut="none" if plain else "A", zero_init_residual=zero_init_residual)
         return _build(cfg, out_features, norm)
 
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (f"CIFAR {name} (He et al. 2016, section 4.2): 3x3 16-channel stem, 3 stages of {n} "
-                       "basic blocks with 16/32/64 channels, option-A shortcuts; outputs c2/c3/c4 at strides 1/2/4.")
-    return register_backbone(name)(builder)
+    builder.__name__ = builder.__qualname__ = registered
+    builder.__doc__ = (f"CIFAR {registered} (He et al. 2016, section 4.2): 3x3 16-channel stem, 3 stages of {n} "
+                       "basic blocks with 16/32/64 channels, " + ("no shortcuts (the paper's plain net)"
+                       if plain else "option-A shortcuts") + "; outputs c2/c3/c4 at strides 1/2/4.")
+    return register_backbone(registered)(builder)
 
 
 resnet18 = _torchvision_builder("resnet18")
@@ -442,6 +460,13 @@ resnet32 = _cifar_builder("resnet32")
 resnet44 = _cifar_builder("resnet44")
 resnet56 = _cifar_builder("resnet56")
 resnet110 = _cifar_builder("resnet110")
+plain18 = _torchvision_builder(PLAIN_ARCHS["plain18"], plain=True)
+plain34 = _torchvision_builder(PLAIN_ARCHS["plain34"], plain=True)
+plain20 = _cifar_builder(PLAIN_ARCHS["plain20"], plain=True)
+plain32 = _cifar_builder(PLAIN_ARCHS["plain32"], plain=True)
+plain44 = _cifar_builder(PLAIN_ARCHS["plain44"], plain=True)
+plain56 = _cifar_builder(PLAIN_ARCHS["plain56"], plain=True)
+plain110 = _cifar_builder(PLAIN_ARCHS["plain110"], plain=True)
 
 
 @register_backbone("custom")

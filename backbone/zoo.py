@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resvision.backbone.base import Backbone, count_parameters
 from resvision.backbone.registry import build_backbone
-from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS
+from resvision.backbone.resnet import CIFAR_ARCHS, PLAIN_ARCHS, TORCHVISION_ARCHS
 from resvision.errors import ConfigError, UserError
 
 __all__ = ["zoo_names", "zoo_row", "measure_classifier", "zoo_table", "format_zoo_table", "zoo_main"]
@@ -31,15 +31,15 @@ FORMATS = ("text", "markdown", "json")
 
 
 def zoo_names() -> list[str]:
-    """The registered fixed architectures (ImageNet then CIFAR), i.e. everything but custom / timm."""
-    return [*TORCHVISION_ARCHS, *CIFAR_ARCHS]
+    """The registered fixed architectures (ImageNet, CIFAR, then the plain nets), i.e. everything but custom / timm."""
+    return [*TORCHVISION_ARCHS, *CIFAR_ARCHS, *PLAIN_ARCHS]
 
 
 def zoo_row(name: str) -> dict[str, Any]:
     """Measures one architecture as a classifier (backbone + global average pool + fc).
 
-    ImageNet nets are measured at 224x224 with a 1000-class fc, CIFAR nets at 32x32 with 10 classes,
-    the settings of the paper's tables.
+    ImageNet nets (and plain-18/34) are measured at 224x224 with a 1000-class fc, CIFAR nets (and plain-20 ...
+    110) at 32x32 with 10 classes, the settings of the paper's tables.
 
     Args:
         name: A name from :func:`zoo_names`.
@@ -53,7 +53,7 @@ def zoo_row(name: str) -> dict[str, Any]:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown backbone {name!r} for the zoo{hint} (`resvision zoo` lists them all; "
                           "custom and timm: models are not in it)")
-    size, num_classes = (32, 10) if name in CIFAR_ARCHS else (224, 1000)
+    size, num_classes = (32, 10) if PLAIN_ARCHS.get(name, name) in CIFAR_ARCHS else (224, 1000)
     with torch.device("meta"):
         backbone = build_backbone(name)
     params, macs = measure_classifier(backbone, size, num_classes)

@@ -1,7 +1,7 @@
-"""Trainer callbacks. Six events, each receiving the Trainer (read its state, never re-derive it).
+"""Trainer callbacks. Seven events, each receiving the Trainer (read its state, never re-derive it).
 
-Events: ``on_train_start``, ``on_epoch_start``, ``on_step_end``, ``on_validation_end``,
-``on_epoch_end``, ``on_train_end``. Callbacks that write files do so on rank 0 only.
+Events: ``on_train_start``, ``on_epoch_start``, ``on_before_optimizer_step`` (gradients final: unscaled, not
+yet clipped or applied), ``on_step_end``, ``on_validation_end``, ``on_epoch_end``, ``on_train_end``. Callbacks that write files do so on rank 0 only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Callback:
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_before_optimizer_step(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer) -> None: ...
     def on_validation_end(self, trainer: Trainer) -> None: ...
     def on_epoch_end(self, trainer: Trainer) -> None: ...
@@ -75,19 +76,19 @@ class MetricsLogger(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         if trainer.global_step % self.log_every == 0:
-            self._write(trainer, "train", {**trainer.step_losses, "lr": trainer.lr})
+            self.write(trainer, "train", {**trainer.step_losses, "lr": trainer.lr})
 
     def on_validation_end(self, trainer: Trainer) -> None:
-        self._write(trainer, "val", trainer.metrics)
+        self.write(trainer, "val", trainer.metrics)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        self._write(trainer, "train_epoch", {**trainer.epoch_losses, "lr": trainer.lr, "seconds": trainer.epoch_seconds})
+        self.write(trainer, "train_epoch", {**trainer.epoch_losses, "lr": trainer.lr, "seconds": trainer.epoch_seconds})
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    def _write(self, trainer: Trainer, split: str, values: dict[str, Any]) -> None:
+    def write(self, trainer: Trainer, split: str, values: dict[str, Any]) -> None:
         if not dist_utils.is_main_process() or not values:
             return
         row = {"split": split, "epoch": trainer.epoch, "step": trainer.global_step, **values}
@@ -144,5 +145,9 @@ def default_callbacks(cfg) -> list[Callback]:
     callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every)]
     if cfg.train.early_stop_patience:
         callbacks.append(EarlyStopping(cfg.train.early_stop_patience))
+    if cfg.train.monitor_gradients:
+        from .gradient_flow import GradientFlowMonitor
+
+        callbacks.append(GradientFlowMonitor(cfg.train.gradient_monitor_every))
     callbacks.append(CurvePlotter())
     return callbacks

@@ -365,8 +365,9 @@ class Trainer:
         self.epoch_seconds = time.perf_counter() - start
 
     def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)  # true gradients for callbacks and clipping (no-op without AMP scaling)
+        self._call("on_before_optimizer_step")
         if self.cfg.train.clip_grad:
-            self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.train.clip_grad)
         self.scaler.step(self.optimizer)

@@ -15,7 +15,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from resvision.backbone import Backbone, FeatureSpec, build_backbone, list_backbones, register_backbone
 from resvision.backbone.base import count_parameters
 from resvision.backbone.resnet import (
-    CIFAR_ARCHS, TORCHVISION_ARCHS, BasicBlock, Bottleneck, ResNetConfig, ShortcutA, SqueezeExcite,
+    CIFAR_ARCHS, PLAIN_ARCHS, TORCHVISION_ARCHS, BasicBlock, Bottleneck, ResNetConfig, ShortcutA, SqueezeExcite,
 )
 from resvision.config import BackboneConfig
 from resvision.errors import ConfigError
@@ -48,7 +48,7 @@ def assert_specs_match(backbone: Backbone, side: int) -> None:
 
 
 def test_registry_names() -> None:
-    expected = set(TORCHVISION_NAMES) | set(CIFAR_ARCHS) | {"custom", "timm:<model>"}
+    expected = set(TORCHVISION_NAMES) | set(CIFAR_ARCHS) | set(PLAIN_ARCHS) | {"custom", "timm:<model>"}
     assert set(list_backbones()) == expected
     assert list_backbones() == sorted(list_backbones())
 

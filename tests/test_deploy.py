@@ -245,3 +245,12 @@ def test_exportable_roi_align_traced_graph_equals_torchvision_eager():
         for n, seed in ((20, 0), (7, 1), (33, 2)):
             b = boxes(n, seed)
             torch.testing.assert_close(traced(*feats, b), reference(*feats, b), rtol=0, atol=0)
+
+
+def test_unknown_task_checkpoint_and_missing_runtime_give_one_line(cls_run, tmp_path, monkeypatch):
+    state = torch.load(cls_run / "checkpoints/last.pt", weights_only=True)
+    state["task"] = state["config"]["task"] = "sorting"
+    torch.save(state, tmp_path / "odd.pt")
+    one_line_error(UserError, ["sorting"], export, tmp_path / "odd.pt")
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if not installed
+    one_line_error(UserError, ["pip install onnxruntime"], OnnxRunner, tmp_path / "m.onnx")

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from resvision.backbone import build_backbone
-from resvision.backbone.resnet import CIFAR_ARCHS, TORCHVISION_ARCHS
+from resvision.backbone.resnet import CIFAR_ARCHS, PLAIN_ARCHS, TORCHVISION_ARCHS
 from resvision.backbone.zoo import format_zoo_table, measure_classifier, zoo_main, zoo_names, zoo_row, zoo_table
 from resvision.errors import ConfigError
 
@@ -25,7 +25,7 @@ def imagenet_rows() -> dict[str, dict]:
 
 
 def test_zoo_lists_fixed_architectures() -> None:
-    assert zoo_names() == [*TORCHVISION_ARCHS, *CIFAR_ARCHS]
+    assert zoo_names() == [*TORCHVISION_ARCHS, *CIFAR_ARCHS, *PLAIN_ARCHS]
     with pytest.raises(ConfigError):
         zoo_row("custom")
 
