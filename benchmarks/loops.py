@@ -41,8 +41,9 @@ def _first(items):
     return items[0]
 
 
-def make_trainer(case: TrainCase, batches, run_dir: Path):
-    """A real ``resvision.Trainer`` whose task serves the pre-made batches (no decoding, no collation)."""
+def make_trainer(case: TrainCase, batches, run_dir: Path, extra: tuple[str, ...] = ()):
+    """A real ``resvision.Trainer`` whose task serves the pre-made batches (no decoding, no collation);
+    ``extra``: more config overrides."""
     from resvision import Trainer, load_config
     from resvision.tasks import DataInfo
     from resvision.tasks.classification.task import ClassificationTask
@@ -60,7 +61,7 @@ def make_trainer(case: TrainCase, batches, run_dir: Path):
         "model.dropout=0.0", f"data.image_size={case.size}", "train.batch_size=1", "train.num_workers=0",
         "train.epochs=100000", "train.progress=false", "train.log_every=1000000000", "train.device=cpu",
         "train.amp='off'", "optim.name=momentum", f"optim.lr={LR}", "optim.momentum=0.9", "optim.weight_decay=1.0e-4",
-        "sched.name=cosine", "sched.warmup_epochs=0", f"output={run_dir}",
+        "sched.name=cosine", "sched.warmup_epochs=0", f"output={run_dir}", *extra,
     ])
     trainer = Trainer(PremadeTask(cfg))
     trainer.setup()

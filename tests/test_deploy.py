@@ -254,3 +254,33 @@ def test_unknown_task_checkpoint_and_missing_runtime_give_one_line(cls_run, tmp_
     one_line_error(UserError, ["sorting"], export, tmp_path / "odd.pt")
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if not installed
     one_line_error(UserError, ["pip install onnxruntime"], OnnxRunner, tmp_path / "m.onnx")
+
+
+def test_detection_eval_resize_matches_the_exported_graph_on_every_size():
+    """Our detector's evaluation resize gives ONNX Runtime's output size on every image size tried, where
+    torchvision's eager resize (double precision) lands a pixel off on some of them."""
+    import onnxruntime as ort
+    from torchvision.models.detection.transform import _resize_image_and_masks
+
+    from resvision.tasks.detection.model import ExportableTransform
+
+    class Traced(torch.nn.Module):  # torchvision's traced resize: what the exported detector computes
+        def forward(self, x):
+            return _resize_image_and_masks(x, 160, 240)[0]
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/resize.onnx"
+        torch.onnx.export(Traced(), (torch.rand(3, 130, 150),), path, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {1: "h", 2: "w"}})
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        ours = ExportableTransform(160, 240, [0.0] * 3, [1.0] * 3).eval()
+        torchvision_off = 0
+        for h in range(90, 330, 4):
+            for w in (97, 150, 263):
+                x = torch.zeros(3, h, w)
+                exported = session.run(None, {"x": x.numpy()})[0].shape[1:]
+                assert tuple(ours.resize(x)[0].shape[1:]) == tuple(exported), (h, w)
+                torchvision_off += tuple(_resize_image_and_masks(x, 160, 240)[0].shape[1:]) != tuple(exported)
+    assert torchvision_off > 0  # the case this transform exists for

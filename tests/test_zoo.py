@@ -10,7 +10,8 @@ import torchvision
 
 from resvision.backbone import build_backbone
 from resvision.backbone.resnet import CIFAR_ARCHS, PLAIN_ARCHS, TORCHVISION_ARCHS
-from resvision.backbone.zoo import format_zoo_table, measure_classifier, zoo_main, zoo_names, zoo_row, zoo_table
+from resvision.backbone.zoo import (format_zoo_table, measure_classifier, measure_throughput, zoo_main, zoo_names,
+                                    zoo_row, zoo_table)
 from resvision.errors import ConfigError
 
 # He et al. 2016: CIFAR-10 parameter counts (Table 6) and ImageNet multiply-adds (Table 1, "FLOPs").
@@ -95,3 +96,75 @@ def test_zoo_unknown_name_is_one_line_with_status_2(capsys: pytest.CaptureFixtur
     assert captured.out == ""
     assert captured.err.startswith("error: unknown backbone 'resnet5' for the zoo; did you mean resnet5")
     assert "resnet50" in captured.err and captured.err.count("\n") == 1
+
+
+# --- zoo --measure: images/s of the classifiers on this CPU --------------------------------------------------
+
+MEASURED = ["resnet20", "plain20"]  # the cheapest nets: 32x32, 0.04 GMACs each
+
+
+def test_measure_throughput_rates_are_positive_and_threads_restored() -> None:
+    threads = torch.get_num_threads()
+    rates = measure_throughput(MEASURED, batch=2, windows=1, threads=1)
+    assert torch.get_num_threads() == threads
+    assert list(rates) == MEASURED
+    for name in MEASURED:
+        assert rates[name]["infer_img_s"] > 0 and rates[name]["train_img_s"] > 0
+        assert len(rates[name]["infer_windows"]) == len(rates[name]["train_windows"]) == 1
+
+
+def test_measure_throughput_median_of_injected_clock() -> None:
+    """Window k lasts durations[k] fake seconds; the rates must be batch / duration, medians of the kept rounds."""
+    batch, windows, warmup = 2, 3, 1
+    order = [(n, mode) for n in MEASURED for mode in ("infer", "train")]  # the documented run order of a round
+    rounds = warmup + windows
+    durations = [0.5 + ((7 * k) % 11) / 4 for k in range(rounds * len(order))]  # distinct, not monotone
+    ticks = [0.0]
+    for d in durations:  # alternate reads the clock at each window's start and end
+        ticks += [ticks[-1] + 1.0, ticks[-1] + 1.0 + d]
+    ticks = iter(ticks[1:])
+    rates = measure_throughput(MEASURED, batch=batch, windows=windows, warmup=warmup, threads=1,
+                               clock=lambda: next(ticks))
+    assert next(ticks, None) is None  # every tick used: exactly two clock reads per window
+    for j, (name, mode) in enumerate(order):
+        kept = [batch / durations[r * len(order) + j] for r in range(warmup, rounds)]
+        assert rates[name][f"{mode}_windows"] == pytest.approx(kept, rel=1e-12)
+        assert rates[name][f"{mode}_img_s"] == pytest.approx(sorted(kept)[1], rel=1e-12)
+
+
+def test_zoo_measure_markdown_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "images" / "zoo.png"
+    assert zoo_main(["--measure", "--format", "markdown", "--batch", "2", "--windows", "1", "--threads", "1",
+                     "--plot", str(plot), *MEASURED]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[5:7] == ["infer img/s", "train img/s"] and len(lines) == 2 + len(MEASURED)
+    assert lines[1].count("---:") == 6
+    plain = format_zoo_table(zoo_table(MEASURED), "markdown").splitlines()
+    for line, unmeasured in zip(lines[2:], plain[2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:5] + cells[7:] == [c.strip() for c in unmeasured.strip("|").split("|")]
+        assert float(cells[5]) > 0 and float(cells[6]) > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_zoo_measure_json_image_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert zoo_main(["--measure", "--format", "json", "--image-size", "16", "--batch", "1", "--windows", "3",
+                     "--threads", "1", "resnet20"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["input"] == 16 and row["batch"] == 1 and row["threads"] == 1
+    assert row["MACs"] == measure_classifier(build_backbone("resnet20"), 16, 10)[1]  # MACs at the measured size
+    for mode in ("infer", "train"):  # the median of three windows is the middle one
+        assert row[f"{mode}_img_s"] == sorted(row[f"{mode}_windows"])[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--measure", "--batch", "0", "resnet20"], "error: zoo: --batch must be an integer >= 1, got 0\n"),
+    (["--measure", "--windows", "-1", "resnet20"], "error: zoo: --windows must be an integer >= 1, got -1\n"),
+    (["--batch", "2", "resnet20"], "error: zoo: --batch given without --measure (measuring options)\n"),
+])
+def test_zoo_measure_bad_options_one_line_status_2(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert zoo_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == message

@@ -3,7 +3,8 @@
 
 Usage: ``python tools/benchmark.py [--output docs/benchmarks.md] [--quick] [--only NAME ...]``
 (``make bench`` writes docs/benchmarks.md). Benchmarks: ``trainer`` (Trainer loop vs a bare PyTorch
-loop), ``reference`` (Trainer loop vs torchvision's reference classification loop), ``pipeline``
+loop), ``reference`` (Trainer loop vs torchvision's reference classification loop), ``monitor`` (the cost of
+``train.monitor_gradients``), ``pipeline``
 (JPEG decode + augmentation vs torchvision.transforms.v2) and ``inference`` (ResNet-50 eager /
 channels_last / torch.compile vs this machine's fp32 matmul rate) and ``detection`` (our Faster R-CNN
 vs torchvision's, training and inference; evaluation cost vs pycocotools alone) and ``segmentation``
@@ -38,7 +39,7 @@ from resvision.benchmarks.loops import LR, TrainCase, training_variants
 from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note, try_compile
 
 THREADS = 2
-BENCHMARKS = ("trainer", "reference", "pipeline", "inference", "detection", "segmentation", "face", "deploy")
+BENCHMARKS = ("trainer", "reference", "monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy")
 COMMAND = ".venv/bin/python tools/benchmark.py"
 
 
@@ -131,6 +132,34 @@ def bench_training(s: Settings, name: str) -> list[str]:
             f"random-normal batches; lr {LR}, fp32, {THREADS} threads. Both training sections come from the same windows.",
             "", *_compare_table(rows), "",
             f"Command: `{s.command} --only {name}` (runs the same four-way alternation)", "", note]
+
+
+def bench_monitor(s: Settings) -> list[str]:
+    """What ``train.monitor_gradients`` costs: the same Trainer with the monitor off, every 10 and every step."""
+    from resvision.benchmarks.loops import make_trainer
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resvision-bench-monitor-") as tmp:
+        for case in (TrainCase("resnet20", 32, 128, 10, s.pick(10, 2), s.windows),
+                     TrainCase("resnet50", 224, 16, 1000, s.pick(2, 1), s.pick(5, 2))):
+            g = torch.Generator().manual_seed(0)
+            batches = [(torch.randn(case.batch, 3, case.size, case.size, generator=g),
+                        torch.randint(0, case.classes, (case.batch,), generator=g)) for _ in range(case.steps)]
+            variants = {}
+            for name, extra in (("off", ()), ("every 10", ("train.monitor_gradients=true", "train.gradient_monitor_every=10")),
+                                ("every step", ("train.monitor_gradients=true", "train.gradient_monitor_every=1"))):
+                trainer = make_trainer(case, batches, Path(tmp) / f"{case.arch}-{name}", extra)
+                variants[name] = lambda t=trainer, c=case: (t.train_one_epoch(), c.steps * c.batch)[1]
+            _log(f"[monitor] {case.label}")
+            rates = alternate(variants, case.windows, warmup=1, log=_log)
+            for name in ("every 10", "every step"):
+                rows.append((case.label, f"monitor {name}", "monitor off", compare(rates, f"{name}", "off"), None))
+    return ["## Gradient-flow monitor: its cost", "",
+            "The Trainer loop of the sections above (pre-made batches, SGD momentum) with `train.monitor_gradients=true` "
+            "at `train.gradient_monitor_every=10` (default) and `=1` (worst case) against the same loop with the "
+            "monitor off, in one alternation. A check computes every stage's gradient norm, copies the weights and "
+            "measures the update after the step, and appends one metrics.jsonl row.", "",
+            *_compare_table(rows), "", f"Command: `{s.command} --only monitor`"]
 
 
 # ------------------------------------------------------------------------------- input pipeline
@@ -308,6 +337,7 @@ def bench_face(s: Settings) -> list[str]:
 
 
 RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
+           "monitor": bench_monitor,
            "pipeline": bench_pipeline, "inference": bench_inference,
            "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face,
            "deploy": bench_deploy}
@@ -334,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"[{name}] failed:\n{traceback.format_exc()}")
             section = [f"## {name}", "", f"Failed: `{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}`",
                        "", f"Command: `{settings.command} --only {name}`"]
-        if name in ("pipeline", "inference", "detection", "segmentation", "face", "deploy"):  # the training sections carry their own note (shared windows)
+        if name in ("monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy"):  # the training sections carry their own note (shared windows)
             section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))
