@@ -2,11 +2,13 @@
 code as torch, INT8 quantization, and the bad inputs of this path (one line, exit 2)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from conftest import one_line_error, tiny_overrides
 from resvision.cli import main
@@ -45,6 +47,19 @@ def seg_run(tmp_path_factory):
 
 def _report(folder):
     return json.loads((folder / "report.json").read_text())
+
+
+def _shapes_images(count):
+    from resvision.datasets.shapes import shapes_dataset
+
+    return [str(p) for p in sorted((shapes_dataset() / "images" / "val").glob("*.jpg"))[:count]]
+
+
+def _predict_both(ckpt, onnx_file, images, out, *options):
+    """``predict`` with the torch engine on the checkpoint and with ONNX Runtime on the file; both predictions.json."""
+    assert main(["predict", "--checkpoint", str(ckpt), "--output", str(out / "torch"), *options, *images]) == 0
+    assert main(["predict", "--checkpoint", str(onnx_file), "--output", str(out / "onnxruntime"), *options, *images]) == 0
+    return [json.loads((out / engine / "predictions.json").read_text()) for engine in ("torch", "onnxruntime")]
 
 
 # ------------------------------------------------------------------------------------------ classification
@@ -129,6 +144,12 @@ def test_detection_export_parity_and_ort_eval(det_run, tmp_path):
                  "--output", str(tmp_path / "o")]) == 0
     a, b = _report(det_run), _report(tmp_path / "o")  # the run's report: torch's evaluation of last.pt
     assert b["bbox_AP"] == pytest.approx(a["bbox_AP"], abs=0.002) and b["bbox_AP50"] == pytest.approx(a["bbox_AP50"], abs=0.002)
+    # predict: the same detections from both engines on real images of other sizes
+    torch_pred, ort_pred = _predict_both(ckpt, tmp_path / "det.onnx", _shapes_images(2), tmp_path, "--score-thresh", "0.0")
+    for t, o in zip(torch_pred, ort_pred):
+        assert [d["label"] for d in t["detections"]] == [d["label"] for d in o["detections"]]
+        for dt, do in zip(t["detections"], o["detections"]):
+            assert max(abs(x - y) for x, y in zip(dt["box"], do["box"])) <= 0.5 and abs(dt["score"] - do["score"]) <= 1e-3
 
 
 # ------------------------------------------------------------------------------------------ segmentation
@@ -152,6 +173,13 @@ def test_segmentation_export_parity_any_size_and_ort_eval(seg_run, tmp_path):
     assert main(["eval", "--checkpoint", str(ckpt), "--engine", "onnxruntime", "--output", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o/model.onnx").is_file() and (tmp_path / "o/model.onnx.json").is_file()
     assert _report(tmp_path / "o")["mIoU"] == pytest.approx(_report(seg_run)["mIoU"], abs=1e-3)
+    # predict through both engines: the same palette masks
+    images = _shapes_images(2)
+    _predict_both(ckpt, tmp_path / "seg.onnx", images, tmp_path)
+    for image in images:
+        name = f"{Path(image).stem}_mask.png"
+        a, b = (np.asarray(Image.open(tmp_path / engine / name)) for engine in ("torch", "onnxruntime"))
+        assert a.shape == b.shape and (a == b).mean() >= 0.999
     mask = export(ckpt, tmp_path / "mask.onnx", postprocess="argmax", quiet=True)
     assert OnnxRunner(mask["path"]).run(torch.randn(1, 3, 64, 96))["mask"].shape == (1, 64, 96)
 
@@ -211,6 +239,11 @@ def test_face_export_gives_unit_embeddings_and_ort_eval_matches(face_run, tmp_pa
     a, b = _report(run), _report(tmp_path / "o")
     assert b["num_pairs"] == a["num_pairs"] and b["roc_auc"] == pytest.approx(a["roc_auc"], abs=1e-3)
     one_line_error(UserError, ["'images'", "32", "got 40"], OnnxRunner(info["path"]).run, torch.randn(1, 3, 40, 40))
+    pair = sorted(root.rglob("test/*/*.jpg"))[:2]
+    torch_pred, ort_pred = _predict_both(ckpt, Path(info["path"]), [str(p) for p in pair], tmp_path)
+    assert torch_pred[0]["pair"]["similarity"] == pytest.approx(ort_pred[0]["pair"]["similarity"], abs=1e-4)
+    assert torch_pred[0]["pair"]["same"] == ort_pred[0]["pair"]["same"] or \
+        abs(torch_pred[0]["pair"]["similarity"] - torch_pred[0]["pair"]["threshold"]) < 1e-4
 
 
 @pytest.mark.filterwarnings("ignore")  # the tracer's notes on torchvision's level scales (constants by design)
