@@ -19,6 +19,8 @@ Protocol choices (also written to ``protocol.md`` in the report):
   over the classes with at least one positive box.
 * Boxes are continuous ``x, y, w, h`` in original-image pixels; VOC IoU has no "+1" (see
   :mod:`.voc_eval`).
+* The model sees each validation image alone (batch 1, as torchvision's reference evaluates), so a
+  detection never depends on which other images share a batch.
 """
 
 from __future__ import annotations
@@ -331,7 +333,8 @@ def _protocol_markdown(metrics: dict[str, float]) -> str:
     for key, meaning in PROTOCOL.items():
         value = f"{metrics[key]:.4f}" if key in metrics else ""
         lines.append(f"| {key} | {value} | {meaning} |")
-    lines += ["", f"Images scored: {int(metrics['num_images'])}; detections: {int(metrics['num_detections'])}.",
+    lines += ["", f"Images scored: {int(metrics['num_images'])}; detections: {int(metrics['num_detections'])}. Each "
+              "image ran through the model alone (batch 1, as torchvision's reference evaluates).",
               "Per-class numbers: per_class_ap.csv (num_gt counts non-difficult, non-crowd boxes).", ""]
     return "\n".join(lines)
 
