@@ -63,12 +63,12 @@ def test_warns_once_on_exploding_and_non_finite_gradients(caplog):
 def test_plain110_with_a_bad_init_vanishes_and_the_resnet_does_not(tiny_folder, tmp_path, caplog):
     """A deliberately broken net: plain-110 with every conv scaled to 0.8x of He init and no normalisation to undo
     it (norm=frozen_bn: identity at init); across 109 layers the signal shrinks ~0.8^109 ~ 3e-11, its early stages'
-    gradients vanish and the monitor says so. The control, a healthy ResNet-110 (BN, He init), gets no warning."""
+    gradients vanish and the monitor says so. The control, a healthy ResNet-56 (BN, He init), gets no warning."""
     from resvision import Trainer, build_task, load_config
 
     caplog.set_level(logging.WARNING, logger="resvision")
     warnings = {}
-    for name, norm in (("plain110", "frozen_bn"), ("resnet110", "bn")):
+    for name, norm in (("plain110", "frozen_bn"), ("resnet56", "bn")):
         cfg = load_config("classification", tiny_overrides(tiny_folder, tmp_path / name, f"model.backbone.name={name}",
                                                            f"model.backbone.norm={norm}", "train.monitor_gradients=true",
                                                            "train.gradient_monitor_every=1", "train.epochs=1"))
@@ -87,4 +87,4 @@ def test_plain110_with_a_bad_init_vanishes_and_the_resnet_does_not(tiny_folder, 
         assert len(gradients) == trainer.global_step and "update_ratio/layer3" in gradients[0]
         assert (tmp_path / name / "plots/gradient_flow.png").is_file()
     assert warnings["plain110"] and "stem" in warnings["plain110"][0] and "remedies" in warnings["plain110"][0]
-    assert warnings["resnet110"] == []
+    assert warnings["resnet56"] == []

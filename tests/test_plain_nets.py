@@ -28,7 +28,8 @@ def test_plain_net_has_the_residual_nets_layers_minus_the_projections(plain):
         assert projection_params == 0  # CIFAR nets' option-A shortcuts carry no parameters: equal counts
     assert [s.channels for s in plain_net.feature_specs] == [s.channels for s in residual_net.feature_specs]
     assert [s.stride for s in plain_net.feature_specs] == [s.stride for s in residual_net.feature_specs]
-    assert zoo_row(plain)["params"] == zoo_row(PLAIN_ARCHS[plain])["params"] - projection_params
+    if plain in ("plain18", "plain20"):  # the zoo counts the same (one net of each family: the zoo is slow)
+        assert zoo_row(plain)["params"] == zoo_row(PLAIN_ARCHS[plain])["params"] - projection_params
 
 
 @pytest.mark.parametrize("block_cls, inplanes, planes", [(BasicBlock, 8, 8), (Bottleneck, 32, 8)])

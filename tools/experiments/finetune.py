@@ -11,7 +11,8 @@
    - ``linear_probe``: backbone frozen, only the head trains;
    - ``partial``: stem and stage 1 frozen (``finetune.frozen_stages=1``);
    - ``full``: everything trains, backbone at 0.1x the head's learning rate;
-   - ``unfreeze``: linear probe, then stages 3 and 2 unfreeze at 1/3 and 2/3 of the epochs (``finetune.unfreeze_at``).
+   - ``unfreeze``: linear probe, then stages 3 and 2 unfreeze at 1/3 and 2/3 of the epochs (``finetune.unfreeze_at``);
+   - ``unfreeze_lr0.1``: the same with the unfrozen stages at 0.1x the head's learning rate.
 Writes ``results.md`` / ``results.json`` (top-1 per strategy and seed, min-max) into ``--output``.
 """
 
@@ -52,6 +53,7 @@ STRATEGIES: dict[str, list[str]] = {
     "partial": ["finetune.strategy=partial", "finetune.frozen_stages=1"],
     "full": ["finetune.strategy=full", "finetune.backbone_lr_mult=0.1"],
     "unfreeze": ["finetune.strategy=linear_probe"],  # + unfreeze_at, which depends on --epochs
+    "unfreeze_lr0.1": ["finetune.strategy=linear_probe", "finetune.backbone_lr_mult=0.1"],  # + unfreeze_at
 }
 
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=20, help="training images per target class")
     parser.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset to run")
     parser.add_argument("--output", type=Path, default=Path("runs/finetune"))
     args = parser.parse_args(argv)
     out = args.output
@@ -77,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             train(["data.format=folder", f"data.root={source}", f"output={out / 'pretrain'}"])
         third = max(1, args.epochs // 3)
         results: dict[str, list[float]] = {}
-        for name, extra in STRATEGIES.items():
-            if name == "unfreeze":
+        for name in args.strategies.split(","):
+            if name not in STRATEGIES:
+                raise UserError(f"--strategies: unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
+            extra = STRATEGIES[name]
+            if name.startswith("unfreeze"):
                 extra = [*extra, f"finetune.unfreeze_at={{{third}: [3], {2 * third}: [2]}}"]
             start = [] if name == "scratch" else [f"model.backbone.pretrained={pretrained}"]
             for seed in args.seeds.split(","):
@@ -96,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in results.items():
         lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} | {min(values):.3f}–{max(values):.3f} | "
                      f"{statistics.median(values):.3f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    suffix = "" if args.strategies == ",".join(STRATEGIES) else "_" + args.strategies.replace(",", "_")
+    (out / f"results{suffix}.md").write_text("\n".join(lines) + "\n")
+    (out / f"results{suffix}.json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
     return 0
 
