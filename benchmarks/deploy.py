@@ -59,19 +59,6 @@ class _Task:
         return self.outputs
 
 
-def _quantize(src: Path, dst: Path, calibration: list[np.ndarray]) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from resvision.deploy.quantize import _Calibration
-
-    prepared = src.with_name("prep.onnx")
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(dst), _Calibration("images", calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-
-
 def _latency(fns: dict, calls: int, rounds: int) -> dict[str, list[float]]:
     """Per-call milliseconds of each engine, ``calls`` per block, blocks alternated ``rounds`` times."""
     times: dict[str, list[float]] = defaultdict(list)
@@ -92,6 +79,7 @@ def bench_classification(s, tmp: Path) -> list[str]:
     from resvision.backbone import build_backbone
     from resvision.deploy import OnnxRunner
     from resvision.deploy.export import export_to_onnx
+    from resvision.deploy.quantize import static_int8
     from resvision.tasks.classification import ImageClassifier
 
     batch, n, mms = 16, 2048, s.pick(10, 5)
@@ -105,7 +93,7 @@ def bench_classification(s, tmp: Path) -> list[str]:
     flops = counter.get_total_flops()
     fp32, int8 = tmp / "resnet50.onnx", tmp / "resnet50.int8.onnx"
     export_to_onnx(model, (x,), fp32, _Task(("logits",)))
-    _quantize(fp32, int8, [calibration[i:i + 8].numpy() for i in range(0, len(calibration), 8)])
+    static_int8(fp32, int8, [calibration[i:i + 8].numpy() for i in range(0, len(calibration), 8)])
     ort32, ort8 = OnnxRunner(fp32), OnnxRunner(int8)
     with torch.inference_mode():
         reference = model(x)

@@ -25,7 +25,7 @@ import torch
 from ..errors import UserError
 from .runtime import OnnxRunner, import_onnxruntime, read_onnx_info
 
-__all__ = ["compare_speed", "evaluate_onnx", "quantize_int8"]
+__all__ = ["compare_speed", "evaluate_onnx", "quantize_int8", "static_int8"]
 
 log = logging.getLogger("resvision")
 
@@ -46,14 +46,29 @@ class _Calibration:
         self.position = 0
 
 
-def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: torch.nn.Module,
-                  examples: list[tuple[torch.Tensor, ...]], calibration_images: int = 64, quiet: bool = False) -> dict[str, Any]:
-    """Quantize the exported ``path`` into ``<stem>.int8.onnx``; returns (and stores beside it) the accuracy
-    and speed of both files."""
+def static_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray]) -> None:
+    """``src`` -> ``dst``: ONNX Runtime static quantization with this project's settings (QDQ, per-channel int8
+    weights, uint8 activations, MinMax ranges over ``calibration``, the graph input's arrays)."""
     import_onnxruntime()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src), Path(dst)
+    prepared = dst.with_name(f".{dst.name}.prep.onnx")
+    try:
+        # shape inference + graph cleanup first, as ONNX Runtime recommends before static quantization
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(dst), _Calibration("images", calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: torch.nn.Module,
+                  examples: list[tuple[torch.Tensor, ...]], calibration_images: int = 64, quiet: bool = False) -> dict[str, Any]:
+    """Quantize the exported ``path`` into ``<stem>.int8.onnx``; returns (and stores beside it) the accuracy
+    and speed of both files."""
     from .export import validation_batches, write_metadata
 
     if calibration_images < 1:
@@ -63,16 +78,8 @@ def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: tor
     calibration = [np.ascontiguousarray(args[0].float().numpy())
                    for batch in validation_batches(task, calibration_images, split="train", meta=state.get("meta"))
                    for args in task.export_examples(batch, model)]
-    prepared = path.with_name(f".{path.stem}.prep.onnx")
     partial = path.with_name(f".{out.name}.partial")
-    try:
-        # shape inference + graph cleanup first, as ONNX Runtime recommends before static quantization
-        quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(partial), _Calibration("images", calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-    finally:
-        prepared.unlink(missing_ok=True)
+    static_int8(path, partial, calibration)
     partial.replace(out)
     info = read_onnx_info(path)
     fp32_metrics = evaluate_onnx(path, task, cfg, state, path.parent / f"{path.stem}-eval" / "fp32")
