@@ -80,7 +80,9 @@ def segmentation_transforms(
 
     1. ``RandomScale``: the whole image resized by a factor drawn uniformly from ``scale`` (both sides, aspect
        kept; skipped when ``scale == (1, 1)``). Image: bilinear, ``INTER_AREA`` when shrinking; mask: nearest.
-    2. ``PadIfNeeded`` to at least ``crop_size``, centred: image pixels 0, mask pixels ``ignore_index``.
+    2. ``PadIfNeeded`` to at least ``crop_size``, centred: image pixels the mean colour (0 after ``Normalize``,
+       the value the batch collate and the model's stride padding use, so the network sees one padding in
+       training and evaluation), mask pixels ``ignore_index``.
     3. ``RandomCrop(crop_size)``.
     4. ``HorizontalFlip(p=hflip)`` (when ``hflip > 0``).
     5. ``ColorJitter(brightness=contrast=saturation=color_jitter, hue=0)`` on the image only (when ``> 0``).
@@ -131,7 +133,7 @@ def segmentation_transforms(
                 min_width=crop_w,
                 position="center",
                 border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
+                fill=tuple(round(255.0 * m) for m in mean),  # uint8 image: 0 after Normalize to < 0.01
                 fill_mask=ignore_index,
             ),
             A.RandomCrop(height=crop_h, width=crop_w),

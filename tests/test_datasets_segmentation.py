@@ -450,9 +450,8 @@ def test_train_transform_pads_masks_with_ignore():
     rows, cols = np.nonzero(out != IGNORE)
     np.testing.assert_array_equal(out[rows.min():rows.max() + 1, cols.min():cols.max() + 1], mask)
     padded = torch.from_numpy(out == IGNORE)
-    zero_after_norm = (0.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-    for channel in range(3):
-        np.testing.assert_allclose(tensor[channel][padded].numpy(), zero_after_norm[channel], rtol=1e-5)
+    # the mean colour: 0 after normalisation (to the uint8 rounding), as the collate and the model pad
+    assert tensor[:, padded].abs().max() < 0.01 and tensor[:, ~padded].abs().min() > 0.5
     # scale (2, 2) with the crop equal to the scaled image: every mask pixel becomes an exact 2x2 block
     double = segmentation_transforms(True, crop_size=(12, 16), scale=(2.0, 2.0), hflip=0.0, color_jitter=0.0)
     double.set_random_seed(0)

@@ -52,6 +52,41 @@ def test_logits_have_the_input_size(decoder, size):
         assert model.eval()(torch.randn(2, 3, *size)).shape == (2, 3, *size)
 
 
+def test_auxiliary_head_is_torchvisions_fcn_head_on_the_stride_16_map():
+    """``model(x, aux=True)`` = (the plain logits, torchvision's FCNHead on c4 upsampled to the input); the
+    training loss adds the same terms on the auxiliary logits times ``model.aux_weight``."""
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    from resvision.config import load_config
+    from resvision.tasks.segmentation.task import SegmentationTask
+
+    torch.manual_seed(0)
+    body = build_backbone("custom", out_features=ALL, layers=[1, 1, 1, 1], widths=[8, 8, 16, 32])
+    model = SegmentationModel(body, 3, decoder="fpn", decoder_channels=[8, 32], aux_head=True).eval()
+    reference = FCNHead({s.name: s.channels for s in body.feature_specs}["c4"], 3).eval()
+    reference.load_state_dict(model.aux_head.state_dict())
+    x = torch.randn(2, 3, 67, 45)
+    with torch.no_grad():
+        logits, aux = model(x, aux=True)
+        assert torch.equal(logits, model(x))
+        c4 = body(F.pad(x, (0, 64 - 45, 0, 96 - 67)))["c4"]
+        expected = F.interpolate(reference(c4), size=(96, 64), mode="bilinear", align_corners=False)[..., :67, :45]
+        assert torch.allclose(aux, expected, atol=1e-6)
+    masks = torch.randint(0, 3, (2, 67, 45))
+    masks[0, :10] = 255
+    cfg = load_config("segmentation", ["model.aux_weight=0.4", "model.loss={ce: 1.0, dice: 0.5}"])
+    task = SegmentationTask(cfg)
+    with torch.no_grad():  # eval mode: no dropout, so the reference forward gives the same logits
+        got = task.training_step(model, (x, masks, None))
+        ref = task.loss(aux, masks)
+    assert set(got) == {"loss_ce", "loss_dice", "loss_aux_ce", "loss_aux_dice"}
+    assert got["loss_aux_ce"].item() == pytest.approx(0.4 * ref["loss_ce"].item(), rel=1e-6)
+    assert got["loss_aux_dice"].item() == pytest.approx(0.4 * ref["loss_dice"].item(), rel=1e-6)
+    assert got["loss_ce"].item() == pytest.approx(task.loss(logits, masks)["loss_ce"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        SegmentationModel(body, 3, decoder="fpn", decoder_channels=[8, 32])(x, aux=True)
+
+
 def test_decoder_features_fill_missing_levels_with_empty_maps():
     specs = [FeatureSpec("c2", 16, 4), FeatureSpec("c3", 32, 8), FeatureSpec("c3b", 40, 8), FeatureSpec("c5", 64, 32)]
     adapter = DecoderFeatures(specs)

@@ -25,6 +25,7 @@ from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
+from torchvision.models.segmentation.fcn import FCNHead
 
 from ...backbone import Backbone
 from ...backbone.base import FeatureSpec
@@ -87,10 +88,14 @@ class SegmentationModel(nn.Module):
         decoder_channels: U-Net: one width per decoder block, deepest first (``depth`` values); FPN:
             ``[pyramid_channels, segmentation_channels]``. ``None``: smp's defaults.
         dropout: FPN's dropout before the head.
+        aux_head: Add torchvision's ``FCNHead`` on the second-deepest level (stride 16 on a ResNet: ``c4``, the
+            map torchvision's FCN / DeepLabV3 give their auxiliary classifier). ``model(x, aux=True)`` then also
+            returns its logits, for an auxiliary training loss that reaches the deep layers directly (deep
+            supervision, as MMSegmentation's ``auxiliary_head``); evaluation and export never run it.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, decoder: str = "unet",
-                 decoder_channels: Sequence[int] | None = None, dropout: float = 0.2) -> None:
+                 decoder_channels: Sequence[int] | None = None, dropout: float = 0.2, aux_head: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.features = DecoderFeatures(backbone.feature_specs)
@@ -130,19 +135,38 @@ class SegmentationModel(nn.Module):
         else:
             raise ConfigError(f"unknown model.decoder {decoder!r}; choose from {', '.join(DECODERS)}")
         self.num_classes = num_classes
+        self.aux_level = None
+        if aux_head:
+            levels = [k for k in range(1, depth) if self.features.channels[k] > 0]
+            if not levels:
+                raise ConfigError("model.aux_weight needs a backbone feature above the deepest one (e.g. c4 of a "
+                                  f"ResNet); this backbone declares only {self.features.names[depth]!r}")
+            self.aux_level = levels[-1]
+            self.aux_head = FCNHead(self.features.channels[self.aux_level], num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` normalised images -> ``(N, num_classes, H, W)`` logits."""
+    def forward(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 3, H, W)`` normalised images -> ``(N, num_classes, H, W)`` logits; with ``aux=True`` (training
+        with an auxiliary head) ``(logits, aux_logits)``, both at input resolution."""
         h, w = x.shape[-2:]
         ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
         if (ph, pw) != (h, w):
             x = F.pad(x, (0, pw - w, 0, ph - h))
-        return self.forward_padded(x)[..., :h, :w]
+        if not aux:
+            return self.forward_padded(x)[..., :h, :w]
+        if self.aux_level is None:
+            raise ValueError("this model has no auxiliary head (built with aux_head=False)")
+        levels = self.features(x, self.backbone(x))
+        logits = self._upsample(self.head(self.decoder(levels)), x)
+        aux_logits = self._upsample(self.aux_head(levels[self.aux_level]), x)
+        return logits[..., :h, :w], aux_logits[..., :h, :w]
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of images whose sides are multiples of ``pad_to`` (what ONNX export traces: the padding
         arithmetic stays outside the graph)."""
-        logits = self.head(self.decoder(self.features(x, self.backbone(x))))
+        return self._upsample(self.head(self.decoder(self.features(x, self.backbone(x)))), x)
+
+    @staticmethod
+    def _upsample(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits

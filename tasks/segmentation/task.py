@@ -55,6 +55,9 @@ class SegmentationModelConfig:
     # unet: one width per block, deepest first; fpn: [pyramid_channels, segmentation_channels]; None: smp's defaults
     decoder_channels: list[int] | None = field(default=None, metadata={"ge": 1})
     dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn, before the head
+    # > 0: an auxiliary FCN head on the stride-16 features (torchvision's aux classifier, MMSegmentation's
+    # auxiliary_head) trained with the same loss terms times this weight; training only (torchvision: 0.5).
+    aux_weight: float = field(default=0.0, metadata={"ge": 0})
     # Classes including background; None: from the data.
     num_classes: int | None = field(default=None, metadata={"ge": 2})
     # Weighted sum of terms: ce (torch cross-entropy), dice, focal (smp); every term skips data.ignore_index.
@@ -200,7 +203,8 @@ class SegmentationTask(Task):
             raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes "
                               f"({', '.join(data.classes[:5])}{', ...' if len(data.classes) > 5 else ''})")
         return SegmentationModel(build_backbone_from_config(m.backbone), m.num_classes or len(data.classes),
-                                 decoder=m.decoder, decoder_channels=m.decoder_channels, dropout=m.dropout)
+                                 decoder=m.decoder, decoder_channels=m.decoder_channels, dropout=m.dropout,
+                                 aux_head=m.aux_weight > 0)
 
     def build_evaluator(self, data: SegmentationDataInfo) -> SegmentationEvaluator:
         return SegmentationEvaluator(data.classes, data.ignore_index)
@@ -208,7 +212,12 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, masks, _ = batch
-        return self.loss(model(images), masks)
+        weight = self.cfg.model.aux_weight
+        if not weight:
+            return self.loss(model(images), masks)
+        logits, aux_logits = model(images, aux=True)
+        aux = {f"loss_aux_{k.removeprefix('loss_')}": weight * v for k, v in self.loss(aux_logits, masks).items()}
+        return self.loss(logits, masks) | aux
 
     def evaluation_step(self, model: nn.Module, batch):
         images, masks, _ = batch
