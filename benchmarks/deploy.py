@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resvision.benchmarks.measure import alternate, try_compile
+from resvision.benchmarks.measure import alternate, matmul_window, try_compile
 
 
 def _log(message: str) -> None:
@@ -115,14 +115,6 @@ def bench_classification(s, tmp: Path) -> list[str]:
     if compiled is not None:
         engines["torch.compile"] = torch_fn(compiled, x)
     engines.update({"onnxruntime fp32": lambda: ort32.run(x), "onnxruntime int8": lambda: ort8.run(x)})
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-
-    def matmul() -> float:
-        for _ in range(mms):
-            torch.mm(a, b, out=out)
-        return mms * 2.0 * n**3
-
     def per_batch(fn):
         def window():
             fn()
@@ -130,7 +122,8 @@ def bench_classification(s, tmp: Path) -> list[str]:
         return window
 
     _log(f"[deploy] resnet50 224x224 batch {batch}")
-    rates = alternate({**{k: per_batch(f) for k, f in engines.items()}, "fp32 matmul": matmul}, s.windows, log=_log)
+    rates = alternate({**{k: per_batch(f) for k, f in engines.items()}, "fp32 matmul": matmul_window(n, mms)},
+                      s.windows, log=_log)
     peak = statistics.median(rates["fp32 matmul"])
     med = {k: statistics.median(rates[k]) for k in engines}
     targets = {"onnxruntime fp32": {"eager": 1.5, "channels_last": 1.15, "torch.compile": 1.05}}
@@ -204,7 +197,7 @@ def bench_detection(s, tmp: Path) -> list[str]:
     from resvision.deploy import OnnxRunner
     from resvision.deploy.export import export_to_onnx
     from resvision.tasks.detection.model import DetectorSettings, build_faster_rcnn
-    from resvision.tasks.detection.task import _OneImageDetector
+    from resvision.tasks.detection.task import OneImageDetector
 
     rows, profiles = [], []
     cases = [("800x1333 (torchvision default)", 800, 1333, (800, 1199)), ("demo size (min 160 / max 240)", 160, 240, (150, 200))]
@@ -212,7 +205,7 @@ def bench_detection(s, tmp: Path) -> list[str]:
         torch.manual_seed(0)
         body = build_backbone("resnet50", out_features=["c2", "c3", "c4", "c5"])
         model = build_faster_rcnn(body, 4, DetectorSettings(min_size=min_size, max_size=max_size)).eval()
-        module = _OneImageDetector(model).eval()
+        module = OneImageDetector(model).eval()
         image = _photos(1, size)[0]
         path = tmp / f"frcnn_{min_size}.onnx"
         export_to_onnx(module, (image,), path, _Task(("boxes", "labels", "scores"), batched=False,
@@ -241,7 +234,7 @@ def bench_detection(s, tmp: Path) -> list[str]:
     return [
         "## Deploy: Faster R-CNN R50-FPN, ONNX Runtime vs eager torch", "",
         "Our detector (`build_faster_rcnn` on the registry ResNet-50, c2–c5 + FPN, torchvision's RPN / RoI heads; "
-        "random weights) on one real photo per call, exported as `tools/export.py` does (`_OneImageDetector`, "
+        "random weights) on one real photo per call, exported as `tools/export.py` does (`OneImageDetector`, "
         "TorchScript exporter, opset 17, dynamic height / width). ONNX Runtime at two graph optimisation levels "
         "(`all`: layout and fusion passes; `basic`: constant folding and redundant-node removal only).", "",
         "| case | engine | img/s (median) | ÷ eager | windows |", "|---|---|---:|---:|---:|", *rows, "",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Comparison", "alternate", "compare", "cpu_seconds", "others_note", "try_compile"]
+__all__ = ["Comparison", "alternate", "compare", "cpu_seconds", "matmul_window", "others_note", "try_compile"]
 
 
 def alternate(variants: dict[str, Callable[[], float]], windows: int, warmup: int = 1,
@@ -84,6 +84,20 @@ def others_note(before: tuple[float, float], after: tuple[float, float], seconds
     others = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / seconds
     return (f"While this section ran ({seconds:.0f} s), other processes used {others:.2f} of the machine's "
             f"{os.cpu_count()} cores on average (/proc/stat minus this benchmark's processes).")
+
+
+def matmul_window(n: int, count: int) -> Callable[[], float]:
+    """A window of ``count`` fp32 ``torch.mm`` of two ``n x n`` matrices, returning its FLOP (``2 n^3`` each):
+    the machine's matmul rate, the reference the model windows are alternated with."""
+    import torch
+
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+
+    def window() -> float:
+        for _ in range(count):
+            torch.mm(a, b, out=out)
+        return count * 2.0 * n**3
+    return window
 
 
 def try_compile(model, x):

@@ -20,7 +20,6 @@ the ONNX metadata: no pickle anywhere on this path.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -36,7 +35,6 @@ from .runtime import METADATA_KEY, OnnxRunner, import_onnx
 
 __all__ = ["DEFAULT_OPSET", "export", "export_to_onnx", "load_for_export", "parity_report", "validation_batches"]
 
-log = logging.getLogger("resvision")
 
 DEFAULT_OPSET = 17  # torchvision's detection models are tested with the TorchScript exporter at 17
 
@@ -59,9 +57,7 @@ def validation_batches(task, count: int, split: str = "val", meta: dict[str, Any
     """Batches holding the first ``count`` images of the config's validation split (training split for INT8
     calibration), read through the task's own adapters and transforms."""
     data = task.build_datasets(training=split == "train")
-    for name in data.meta_fields:  # what evaluation-only data leaves empty comes from the checkpoint
-        if meta and getattr(data, name, None) in (None, []) and meta.get(name) not in (None, []):
-            setattr(data, name, meta[name])
+    data.fill_from_meta(meta or {})  # what evaluation-only data leaves empty comes from the checkpoint
     dataset = data.train if split == "train" else data.val
     if dataset is None or len(dataset) == 0:
         raise UserError(f"no {split} images to check the export on: point data.* at them (e.g. data.root=...)")

@@ -13,7 +13,6 @@ weights and leaves convolutions in fp32, which is where a ResNet spends its time
 from __future__ import annotations
 
 import copy
-import logging
 import statistics
 import time
 from pathlib import Path
@@ -26,8 +25,6 @@ from ..errors import UserError
 from .runtime import OnnxRunner, import_onnxruntime, read_onnx_info
 
 __all__ = ["compare_speed", "evaluate_onnx", "quantize_int8", "static_int8"]
-
-log = logging.getLogger("resvision")
 
 
 class _Calibration:

@@ -171,7 +171,7 @@ class Trainer:
         train = self.cfg.train
         self.data = self.task.build_datasets(training=for_training)
         if meta:
-            self._fill_meta(meta)
+            self.data.fill_from_meta(meta)
         self.train_set, self.val_set = self.data.train, self.data.val
         common = dict(
             num_workers=train.num_workers,
@@ -262,14 +262,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
         self.best, self.metrics = dict(state["best"]), dict(state.get("metrics", {}))
-        self._fill_meta(state.get("meta", {}))  # e.g. the face threshold found by an evaluation before the kill
+        self.data.fill_from_meta(state.get("meta", {}))  # e.g. the face threshold found by an evaluation before the kill
         log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
-
-    def _fill_meta(self, meta: dict[str, Any]) -> None:
-        """Take the checkpoint's value of every meta field the freshly built data left empty (None, [])."""
-        for name in self.data.meta_fields:
-            if getattr(self.data, name, None) in (None, []) and meta.get(name) not in (None, []):
-                setattr(self.data, name, meta[name])
 
     def unfreeze(self, stages: list[int]) -> None:
         self.backbone.unfreeze_stages(stages)

@@ -56,6 +56,13 @@ class DataInfo:
     def from_meta(cls, meta: dict[str, Any]) -> "DataInfo":
         return cls(**{name: meta[name] for name in cls.meta_fields if name in meta})
 
+    def fill_from_meta(self, meta: dict[str, Any]) -> None:
+        """Take ``meta``'s value (a checkpoint's) of every meta field this data left empty (None, []): what
+        evaluation-only data cannot know, e.g. the face verification threshold found in training."""
+        for name in self.meta_fields:
+            if getattr(self, name, None) in (None, []) and meta.get(name) not in (None, []):
+                setattr(self, name, meta[name])
+
 
 @dataclass(frozen=True)
 class TaskOption:

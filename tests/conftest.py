@@ -41,6 +41,22 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
+# A seconds-long segmentation run on the built-in shapes: tiny FPN, 3 steps, the full eval and report.
+SEG_FAST = ["train.max_iters=3", "train.progress=false", "train.batch_size=4", "data.crop_size=64",
+            "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
+            "model.decoder_channels=[16,32]"]
+
+
+@pytest.fixture(scope="session")
+def seg_run(tmp_path_factory):
+    """The :data:`SEG_FAST` run, shared by the segmentation task and deploy tests (read it, do not write in it)."""
+    from resvision.cli import main
+
+    out = tmp_path_factory.mktemp("seg") / "run"
+    assert main(["train", "--task", "segmentation", "--output", str(out), *SEG_FAST]) == 0
+    return out
+
+
 def tiny_overrides(root, run_dir, *extra):
     """Overrides for a seconds-long classification run on :func:`tiny_folder`."""
     return [

@@ -19,9 +19,6 @@ DET = ["train.max_iters=2", "train.progress=false", "train.batch_size=2", "model
        "model.rpn_post_nms_top_n_train=100", "model.rpn_post_nms_top_n_test=50", "model.box_detections_per_img=20",
        "model.min_size=160", "model.max_size=200", "model.backbone.custom.widths=[8,8,16,16]",
        "model.backbone.custom.layers=[1,1,1,1]"]
-SEG = ["train.max_iters=2", "train.progress=false", "train.batch_size=4", "data.crop_size=64",
-       "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
-       "model.decoder_channels=[16,32]"]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +32,6 @@ def cls_run(tiny_folder, tmp_path_factory):
 def det_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("det") / "run"
     assert main(["train", "--task", "detection", "--output", str(out), *DET]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg") / "run"
-    assert main(["train", "--task", "segmentation", "--output", str(out), *SEG]) == 0
     return out
 
 

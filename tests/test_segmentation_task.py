@@ -12,6 +12,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
+from conftest import SEG_FAST
 from resvision.backbone import build_backbone
 from resvision.backbone.base import FeatureSpec
 from resvision.cli import main
@@ -210,16 +211,12 @@ def test_shapes_segmentation_matches_the_detection_set_and_its_coco_copy():
 
 
 # --------------------------------------------------------------------------------------------- the task
-FAST = ["train.max_iters=3", "train.progress=false", "train.batch_size=4", "data.crop_size=64",
-        "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
-        "model.decoder_channels=[16,32]"]
+FAST = SEG_FAST
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg") / "run"
-    assert main(["train", "--task", "segmentation", "--output", str(out), *FAST]) == 0
-    return out
+@pytest.fixture
+def run(seg_run):
+    return seg_run
 
 
 def test_report_metrics_tables_and_plots(run):
@@ -232,6 +229,7 @@ def test_report_metrics_tables_and_plots(run):
     matrix = np.loadtxt(run / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 5))
     assert matrix.sum() == report["num_pixels"]
     assert report["pixel_acc"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert "Predictions: argmax of the logits; whole image" in (run / "protocol.md").read_text()
 
 
 def test_eval_checkpoint_reproduces_the_report_and_sliding_window_runs(run, tmp_path):
@@ -243,6 +241,8 @@ def test_eval_checkpoint_reproduces_the_report_and_sliding_window_runs(run, tmp_
                  "model.inference.flip=true"]) == 0
     slide = json.loads((tmp_path / "b/report.json").read_text())
     assert slide["num_pixels"] == report["num_pixels"] and 0 <= slide["mIoU"] <= 1
+    protocol = (tmp_path / "b/protocol.md").read_text()
+    assert "sliding 64x64 windows every 32 px" in protocol and "flipped" in protocol
 
 
 def test_predict_writes_palette_masks_and_overlays(run, tmp_path, capsys):

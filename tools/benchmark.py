@@ -36,7 +36,15 @@ from pathlib import Path
 import torch
 
 from resvision.benchmarks.loops import LR, TrainCase, training_variants
-from resvision.benchmarks.measure import Comparison, alternate, compare, cpu_seconds, others_note, try_compile
+from resvision.benchmarks.measure import (
+    Comparison,
+    alternate,
+    compare,
+    cpu_seconds,
+    matmul_window,
+    others_note,
+    try_compile,
+)
 
 THREADS = 2
 BENCHMARKS = ("trainer", "reference", "monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy")
@@ -241,9 +249,6 @@ def bench_inference(s: Settings) -> list[str]:
     flops_per_image = counter.get_total_flops()  # 2 x multiply-accumulates of convolutions and the fc
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-
     def images(fn, inputs):
         def window() -> int:
             with torch.inference_mode():
@@ -251,18 +256,13 @@ def bench_inference(s: Settings) -> list[str]:
             return batch
         return window
 
-    def matmul() -> float:
-        for _ in range(mms):
-            torch.mm(a, b, out=out)
-        return mms * 2.0 * n**3
-
     variants = {"eager": images(model, x), "channels_last": images(model_cl, x_cl)}
     compiled, compile_note = None, "torch.compile: skipped under --quick (compiling takes over a minute on 2 cores)."
     if not s.quick:
         compiled, compile_note = try_compile(model, x)
     if compiled is not None:
         variants["torch.compile"] = images(compiled, x)
-    variants["fp32 matmul"] = matmul
+    variants["fp32 matmul"] = matmul_window(n, mms)
     _log(f"[inference] resnet50 224x224 batch {batch}; {compile_note}")
     rates = alternate(variants, s.windows, log=_log)
     peak = statistics.median(rates["fp32 matmul"])

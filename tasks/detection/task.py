@@ -180,7 +180,7 @@ class DetectionTask(Task):
         return ("boxes", "labels", "scores")
 
     def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
-        return _OneImageDetector(model)
+        return OneImageDetector(model)
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
         return [(image,) for image in batch[0]]
@@ -284,7 +284,7 @@ def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> No
     log.info("loaded detector weights from %s", path)
 
 
-class _OneImageDetector(nn.Module):
+class OneImageDetector(nn.Module):
     """What detection exports: torchvision's detector on one image, returning ``(boxes, labels, scores)``."""
 
     def __init__(self, model: nn.Module) -> None:

@@ -46,11 +46,14 @@ class SegmentationEvaluator(Evaluator):
     Args:
         class_names: display name of each class, in the order of the model's output channels.
         ignore_index: target value of pixels that are never scored (VOC boundaries: 255).
+        inference: how the predictions were made (whole image / sliding window, flip), one sentence for
+            protocol.md; the numbers depend on it.
     """
 
-    def __init__(self, class_names: list[str], ignore_index: int = 255) -> None:
+    def __init__(self, class_names: list[str], ignore_index: int = 255, inference: str = "") -> None:
         self.class_names = list(class_names)
         self.ignore_index = int(ignore_index)
+        self.inference = inference
         super().__init__()
 
     def reset(self) -> None:
@@ -165,6 +168,8 @@ class SegmentationEvaluator(Evaluator):
                  "All metrics come from one confusion matrix (rows = ground truth, columns = prediction) summed "
                  "over every valid pixel of the evaluated images (across ranks under DDP, each pixel once). "
                  "Values are fractions in [0, 1].", ""]
+        if self.inference:
+            lines += [f"Predictions: {self.inference}", ""]
         for key, meaning in PROTOCOL.items():
             value = f"{int(metrics[key])}" if key.startswith("num_") else f"{metrics[key]:.4f}"
             lines += [f"**{key}** = {value}. {meaning} {rule}", ""]

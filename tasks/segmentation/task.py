@@ -207,7 +207,12 @@ class SegmentationTask(Task):
                                  aux_head=m.aux_weight > 0)
 
     def build_evaluator(self, data: SegmentationDataInfo) -> SegmentationEvaluator:
-        return SegmentationEvaluator(data.classes, data.ignore_index)
+        i = self.cfg.model.inference
+        how = ("whole image, padded with 0 (after normalisation) to a multiple of the deepest stride" if i.mode == "whole"
+               else f"sliding {i.window}x{i.window} windows every {i.stride} px, logits averaged where they overlap")
+        flip = "; logits averaged with the horizontally flipped image's" if i.flip else ""
+        return SegmentationEvaluator(data.classes, data.ignore_index,
+                                     inference=f"argmax of the logits; {how}{flip} (model.inference).")
 
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
