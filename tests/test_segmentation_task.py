@@ -338,8 +338,8 @@ def test_default_segmentation_run_reaches_its_floor(tmp_path):
     """`tools/train.py --task segmentation` on the built-in shapes, ~5 minutes of training on 2 CPU cores.
 
     The issue's target (mIoU >= 0.80 within 5 minutes) is NOT met by this recipe: measured runs reached
-    0.54-0.63 (README, seeds 0-2 at 1 and 2 threads). This asserts a floor with a margin below that, so a
-    regression of the task, the decoder glue or the data shows up in CI; raise it when the recipe improves.
+    0.58-0.65 (README, seeds 0-2 at 1 and 2 threads; ~0.78 needs ~50 epochs). This asserts a floor with a
+    margin below that, so a regression of the task, the decoder glue or the data shows up in CI.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -348,7 +348,7 @@ def test_default_segmentation_run_reaches_its_floor(tmp_path):
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "run/report.json").read_text())
-    assert report["mIoU"] >= 0.45, report
+    assert report["mIoU"] >= 0.50, report
     assert (tmp_path / "run/plots/predictions.png").is_file() and (tmp_path / "run/per_class_iou.csv").is_file()
 
 
