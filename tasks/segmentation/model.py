@@ -151,19 +151,19 @@ class SegmentationModel(nn.Module):
         ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
         if (ph, pw) != (h, w):
             x = F.pad(x, (0, pw - w, 0, ph - h))
-        if not aux:
-            return self.forward_padded(x)[..., :h, :w]
-        if self.aux_level is None:
+        out = self.forward_padded(x, aux)
+        return tuple(o[..., :h, :w] for o in out) if aux else out[..., :h, :w]
+
+    def forward_padded(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits of images whose sides are multiples of ``pad_to`` (what ONNX export traces: the padding
+        arithmetic stays outside the graph); ``aux`` as in :meth:`forward`."""
+        if aux and self.aux_level is None:
             raise ValueError("this model has no auxiliary head (built with aux_head=False)")
         levels = self.features(x, self.backbone(x))
         logits = self._upsample(self.head(self.decoder(levels)), x)
-        aux_logits = self._upsample(self.aux_head(levels[self.aux_level]), x)
-        return logits[..., :h, :w], aux_logits[..., :h, :w]
-
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of images whose sides are multiples of ``pad_to`` (what ONNX export traces: the padding
-        arithmetic stays outside the graph)."""
-        return self._upsample(self.head(self.decoder(self.features(x, self.backbone(x)))), x)
+        if not aux:
+            return logits
+        return logits, self._upsample(self.aux_head(levels[self.aux_level]), x)
 
     @staticmethod
     def _upsample(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
