@@ -97,7 +97,17 @@ def _engine_options(parser: argparse.ArgumentParser, compile_option: bool) -> No
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a positional list once: the `key=value` overrides (predict: the images) that follow an
+    # option arrive here; they belong to that list wherever they stand
+    field = "inputs" if args.command == "predict" else "overrides"
+    late = [a for a in extra if not a.startswith("-") and (field == "inputs" or "=" in a)]
+    unknown = [a for a in extra if a not in late]
+    if unknown or (late and not hasattr(args, field)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    if late:
+        setattr(args, field, [*(getattr(args, field) or []), *late])
     resume = getattr(args, "resume", None)
     if resume and "=" in resume and not Path(resume).exists():
         # `--resume train.epochs=5`: argparse took the override as the optional checkpoint path.

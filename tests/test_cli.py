@@ -63,6 +63,24 @@ def test_predict_compile_predicts_through_the_compiled_model(trained, tiny_folde
     assert "--compile applies to --engine torch only" in capsys.readouterr().err
 
 
+def test_overrides_and_images_anywhere_among_the_options(trained, tiny_folder, tmp_path, capsys):
+    """``key=value`` before and after an option (argparse alone fills a positional list only once)."""
+    import yaml
+
+    overrides = tiny_overrides(tiny_folder, tmp_path / "run")
+    assert main(["train", *overrides[:5], "--task", "classification", *overrides[5:]]) == 0
+    saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    assert saved["data"]["image_size"] == 16 and saved["train"]["epochs"] == 2  # one from each side
+    images = sorted((tiny_folder / "val").rglob("*.png"))[:2]
+    assert main(["predict", "--checkpoint", str(trained / "checkpoints/last.pt"), str(images[0]),
+                 "--output", str(tmp_path / "pred"), str(images[1])]) == 0
+    assert len(json.loads((tmp_path / "pred/predictions.json").read_text())) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse's own usage error, exit status 2
+        main(["train", "--task", "classification", "--output", str(tmp_path / "x"), "train.epochs=1", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--task", "classification", "train.epoch=1"], "train.epochs"),
     (["train", "--task", "classification", "model.backbone.name=resnet5"], "resnet50"),

@@ -5,12 +5,14 @@ masked cross-entropy, a per-pixel model for sliding-window inference, the VOC ma
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from conftest import SEG_FAST
 from resvision.backbone import build_backbone
@@ -229,7 +231,9 @@ def test_report_metrics_tables_and_plots(run):
     matrix = np.loadtxt(run / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 5))
     assert matrix.sum() == report["num_pixels"]
     assert report["pixel_acc"] == pytest.approx(np.trace(matrix) / matrix.sum())
-    assert "Predictions: argmax of the logits; whole image" in (run / "protocol.md").read_text()
+    protocol = (run / "protocol.md").read_text()
+    assert "Predictions: argmax of the logits; each image alone at its own size, padded" in protocol
+    assert "to the next multiple of 32 px" in protocol
 
 
 def test_eval_checkpoint_reproduces_the_report_and_sliding_window_runs(run, tmp_path):
@@ -262,8 +266,6 @@ def test_predict_writes_palette_masks_and_overlays(run, tmp_path, capsys):
     assert len(results) == 2
     for r, source in zip(results, sources):
         mask = read_mask(out / r["mask"], num_classes=4)
-        from PIL import Image
-
         with Image.open(out / r["mask"]) as png:
             assert png.mode == "P"
         assert mask.shape == (r["height"], r["width"]) == Image.open(source).size[::-1]
@@ -331,6 +333,108 @@ def test_eval_with_another_class_count_than_the_checkpoint(run, capsys, tmp_path
                  "model.num_classes=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "num_classes" in err[0]
+
+
+# ------------------------------------------------------------- evaluation: per image, the val split alone
+MIXED_SIZES = [(45, 70), (97, 61), (130, 100), (66, 129), (83, 83), (121, 50), (58, 111)]  # 2.9x, none % 32
+MIXED_CLASSES = ["background", "red", "green"]
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    """A short run on mask folders whose images span a 2.9x range of sizes, none a multiple of 32: the case
+    where padding to the batch's largest image changed other images' predictions."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir()
+        for k, (h, w) in enumerate(MIXED_SIZES):
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            mask = np.zeros((h, w), np.uint8)
+            for cls in (1, 2):
+                y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
+                mask[y:y + h // 3, x:x + w // 3] = cls
+            rgb[mask == 1], rgb[mask == 2] = (200, 40, 40), (40, 200, 40)
+            Image.fromarray(rgb).save(root / split / "images" / f"{split}{k}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{split}{k}.png")
+    run = root / "run"
+    data = ["data.format=folders", f"data.classes={MIXED_CLASSES}".replace("'", ""), "data.crop_size=48"]
+    data += [f"data.{split}_{kind}={root / split / kind}" for split in ("train", "val") for kind in ("images", "masks")]
+    assert main(["train", "--task", "segmentation", "--output", str(run), *FAST, "train.max_iters=4",
+                 "train.batch_size=2", *data]) == 0
+    return root, run
+
+
+def _matrix(folder):
+    rows = (folder / "confusion_matrix.csv").read_text().splitlines()[1:]
+    return np.array([[int(float(v)) for v in row.split(",")[1:]] for row in rows])
+
+
+def test_eval_is_the_same_per_pixel_at_every_batch_size_and_equals_predict(mixed_run, tmp_path):
+    """Each image is scored exactly as ``predict`` labels it, whatever the batch size and the batch-mates' sizes
+    (before, the collate's padding to the batch's largest image leaked into every other image's logits)."""
+    root, run = mixed_run
+    checkpoint = str(run / "checkpoints/last.pt")
+    matrices = []
+    for batch in (1, 3, 7):
+        out = tmp_path / f"b{batch}"
+        assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), f"train.batch_size={batch}"]) == 0
+        matrices.append(_matrix(out))
+    assert np.array_equal(matrices[0], matrices[1]) and np.array_equal(matrices[0], matrices[2])
+    assert np.array_equal(_matrix(run), matrices[0])  # training-time validation (batch 2) too
+    assert main(["predict", "--checkpoint", checkpoint, "--output", str(tmp_path / "p"), str(root / "val/images")]) == 0
+    predicted = np.zeros((3, 3), np.int64)
+    for r in json.loads((tmp_path / "p/predictions.json").read_text()):
+        truth = np.asarray(Image.open(root / "val/masks" / Path(r["image"]).name))
+        mask = read_mask(tmp_path / "p" / r["mask"], num_classes=3)
+        predicted += np.bincount(truth.reshape(-1) * 3 + mask.reshape(-1), minlength=9).reshape(3, 3)
+    assert np.array_equal(predicted, matrices[0])
+
+
+def test_eval_reads_only_the_val_split_in_every_format(mixed_run, seg_run, tmp_path):
+    """The training files may be gone: VOC with only val.txt, mask folders, COCO and the built-in set."""
+    import shutil
+
+    from resvision.datasets.shapes import shapes_segmentation_dataset
+
+    root, run = mixed_run
+    checkpoint = str(run / "checkpoints/last.pt")
+    gone = {f"data.train_{kind}": str(tmp_path / "absent" / kind) for kind in ("images", "masks", "annotations")}
+    gone_args = [f"{k}={v}" for k, v in gone.items()]
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(tmp_path / "folders"), *gone_args]) == 0
+    assert np.array_equal(_matrix(tmp_path / "folders"), _matrix(run))
+
+    voc = tmp_path / "voc"  # the same val files in a VOC tree whose ImageSets hold only val.txt
+    shutil.copytree(root / "val/images", voc / "JPEGImages")
+    shutil.copytree(root / "val/masks", voc / "SegmentationClass")
+    (voc / "ImageSets/Segmentation").mkdir(parents=True)
+    (voc / "ImageSets/Segmentation/val.txt").write_text("".join(f"val{k}\n" for k in range(len(MIXED_SIZES))))
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(tmp_path / "voc_out"), "data.format=voc",
+                 f"data.root={voc}"]) == 0
+    assert np.array_equal(_matrix(tmp_path / "voc_out"), _matrix(run))
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
+    for k, (h, w) in enumerate(MIXED_SIZES):
+        coco["images"].append({"id": k + 1, "file_name": f"val{k}.png", "height": h, "width": w})
+        coco["annotations"].append({"id": k + 1, "image_id": k + 1, "category_id": 1 + k % 2, "iscrowd": 0,
+                                    "area": 100.0, "bbox": [2, 2, 10, 10],
+                                    "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]})
+    (tmp_path / "val.json").write_text(json.dumps(coco))
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(tmp_path / "coco_out"), "data.format=coco",
+                 f"data.val_annotations={tmp_path / 'val.json'}", f"data.val_images={root / 'val/images'}"]) == 0
+    assert _matrix(tmp_path / "coco_out").sum() == sum(h * w for h, w in MIXED_SIZES)
+
+    cache = tmp_path / "cache"  # the built-in set with its training half deleted
+    shutil.copytree(shapes_segmentation_dataset(), cache / "shapes_segmentation")
+    for stem in (cache / "shapes_segmentation/ImageSets/Segmentation/train.txt").read_text().split():
+        (cache / f"shapes_segmentation/JPEGImages/{stem}.jpg").unlink()
+        (cache / f"shapes_segmentation/SegmentationClass/{stem}.png").unlink()
+    (cache / "shapes_segmentation/ImageSets/Segmentation/train.txt").unlink()
+    (cache / "shapes_segmentation/annotations/instances_train.json").unlink()
+    assert main(["eval", "--checkpoint", str(seg_run / "checkpoints/last.pt"), "--output", str(tmp_path / "shapes"),
+                 f"data.root={cache}"]) == 0
+    assert np.array_equal(_matrix(tmp_path / "shapes"), _matrix(seg_run))
 
 
 @pytest.mark.slow

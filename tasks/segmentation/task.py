@@ -162,20 +162,22 @@ class SegmentationTask(Task):
                                        color_jitter=d.color_jitter, ignore_index=d.ignore_index)
 
     def build_datasets(self, training: bool = True) -> SegmentationDataInfo:
-        """Both splits, every mask decoded and checked up front (training: both splits; evaluation: val)."""
-        train, val = self.load_data("train"), self.load_data("val")
-        if train.classes != val.classes:
+        """Training: both splits, every mask decoded and checked up front. Evaluation: the val split alone, so
+        a checkpoint evaluates where its training files are absent (its class count is checked against it)."""
+        val = self.load_data("val")
+        train = self.load_data("train") if training else None
+        if train is not None and train.classes != val.classes:
             raise ConfigError(f"train and val class lists differ: {train.classes} vs {val.classes}")
-        log.info("segmentation data: %d train / %d val images, %d classes", len(train.samples), len(val.samples),
-                 train.num_classes)
+        log.info("segmentation data: %s%d val images, %d classes",
+                 f"{len(train.samples)} train / " if train else "", len(val.samples), val.num_classes)
         progress = self.cfg.train.progress
-        for split in ([train, val] if training else [val]):
+        for split in ([train, val] if train else [val]):
             verify_segmentation(split, progress=progress)
         seed = self.cfg.train.seed
         return SegmentationDataInfo(
-            train=SegmentationDataset(train, self.transforms(True), train=True, seed=seed),
+            train=SegmentationDataset(train, self.transforms(True), train=True, seed=seed) if train else None,
             val=SegmentationDataset(val, self.transforms(False), train=False, seed=seed),
-            classes=list(train.classes), ignore_index=train.ignore_index, colors=train.colors,
+            classes=list(val.classes), ignore_index=val.ignore_index, colors=val.colors,
         )
 
     def collate_fn(self):
@@ -183,7 +185,9 @@ class SegmentationTask(Task):
 
     def collate(self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]):
         """Stack ``(image, mask, index)`` samples, padding to the largest size in the batch (bottom / right):
-        images with 0, masks with ``ignore_index``, so padding is never trained on or scored."""
+        images with 0, masks with ``ignore_index``, so padding is never trained on or scored. Returns
+        ``(images, masks, indices, sizes)``; ``sizes[k]`` is image k's own ``(height, width)``, which evaluation
+        crops back to so that no image's prediction depends on its batch-mates."""
         images, masks, indices = zip(*batch)
         h = max(i.shape[1] for i in images)
         w = max(i.shape[2] for i in images)
@@ -192,7 +196,8 @@ class SegmentationTask(Task):
         for k, (image, mask) in enumerate(zip(images, masks)):
             image_batch[k, :, :image.shape[1], :image.shape[2]] = image
             mask_batch[k, :mask.shape[0], :mask.shape[1]] = mask
-        return image_batch, mask_batch, torch.tensor(indices)
+        sizes = torch.tensor([tuple(i.shape[1:]) for i in images])
+        return image_batch, mask_batch, torch.tensor(indices), sizes
 
     # ------------------------------------------------------------------ model
     def build_model(self, data: DataInfo) -> nn.Module:
@@ -207,16 +212,23 @@ class SegmentationTask(Task):
                                  aux_head=m.aux_weight > 0)
 
     def build_evaluator(self, data: SegmentationDataInfo) -> SegmentationEvaluator:
+        return SegmentationEvaluator(data.classes, data.ignore_index)
+
+    def inference_protocol(self, pad_to: int) -> str:
+        """How evaluation and prediction ran the model, for ``protocol.md`` (the numbers depend on it)."""
         i = self.cfg.model.inference
-        how = ("whole image, padded with 0 (after normalisation) to a multiple of the deepest stride" if i.mode == "whole"
-               else f"sliding {i.window}x{i.window} windows every {i.stride} px, logits averaged where they overlap")
-        flip = "; logits averaged with the horizontally flipped image's" if i.flip else ""
-        return SegmentationEvaluator(data.classes, data.ignore_index,
-                                     inference=f"argmax of the logits; {how}{flip} (model.inference).")
+        pad = (f"padded bottom / right with 0 (the mean colour after normalisation) to the next multiple of "
+               f"{pad_to} px (the deepest stride); the padding's logits are cropped off")
+        how = (f"each image alone at its own size, {pad}" if i.mode == "whole" else
+               f"each image alone in sliding {i.window}x{i.window} windows every {i.stride} px (the last window "
+               f"aligned to the far edge), logits averaged where windows overlap; an image or window smaller than "
+               f"the window is {pad}")
+        flip = "; logits averaged with the horizontally flipped image's, flipped back" if i.flip else ""
+        return f"argmax of the logits; {how}{flip} (model.inference). The same as predict."
 
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
-        images, masks, _ = batch
+        images, masks, _, _ = batch
         weight = self.cfg.model.aux_weight
         if not weight:
             return self.loss(model(images), masks)
@@ -225,8 +237,14 @@ class SegmentationTask(Task):
         return self.loss(logits, masks) | aux
 
     def evaluation_step(self, model: nn.Module, batch):
-        images, masks, _ = batch
-        return self.logits(model, images).argmax(1).cpu(), masks.cpu()
+        """Each image runs alone, cropped to its own size: what ``predict`` does, so the prediction never
+        depends on the batch size or on the batch-mates' sizes (MMSegmentation and torchvision evaluate one
+        image at a time too). The collate's padding keeps prediction 0 and is never scored (ignore_index)."""
+        images, masks, _, sizes = batch
+        predictions = torch.zeros_like(masks)
+        for k, (h, w) in enumerate(sizes.tolist()):
+            predictions[k, :h, :w] = self.logits(model, images[k:k + 1, :, :h, :w]).argmax(1)[0]
+        return predictions.cpu(), masks.cpu()
 
     def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Evaluation / prediction logits with the configured inference (whole or sliding window, flip)."""
@@ -269,6 +287,7 @@ class SegmentationTask(Task):
                      data: SegmentationDataInfo) -> None:
         """The evaluator's tables and plots, plus ``plots/predictions.png``: image, ground truth and prediction
         overlays of the first validation images."""
+        evaluator.inference = self.inference_protocol(model.pad_to)
         evaluator.write_report(run_dir)
         if data.val is None or not len(data.val):
             return
