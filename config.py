@@ -48,6 +48,8 @@ class BackboneConfig:
     pretrained_sha256: str | None = None
     out_features: list[str] | None = None  # None: every stage
     norm: Literal["bn", "frozen_bn"] = "bn"
+    # 8 or 16: the deepest stages dilate instead of striding (DeepLab's output stride); None: the network's own
+    output_stride: Literal[8, 16] | None = None
     # The architecture of `name: custom`, unused by every other name (so swapping `name` never trips over it).
     custom: ResNetConfig = field(default_factory=ResNetConfig)
     args: dict[str, Any] = field(default_factory=dict)  # extra builder arguments (e.g. timm model kwargs)

@@ -97,6 +97,7 @@ def build_backbone(
     norm: str = "bn",
     norm_eval: bool = False,
     pretrained_sha256: str | None = None,
+    output_stride: int | None = None,
     **kw: Any,
 ) -> Backbone:
     """Builds a registered backbone, loads its weights and applies the freezing policy.
@@ -112,6 +113,9 @@ def build_backbone(
             the usual choice for detection with small per-GPU batches).
         norm_eval: Keep every BatchNorm in eval mode during training.
         pretrained_sha256: Expected SHA-256 (hex) of a local weights file.
+        output_stride: 8 or 16: the deepest stages dilate instead of striding (DeepLab), the feature specs report
+            the real strides and the weights are unchanged; None keeps the network's own strides. Builders
+            that take no ``output_stride`` argument refuse it.
         **kw: Builder options (e.g. ``custom``'s ``block``, ``layers``; ``timm:``'s create_model kwargs).
 
     Returns:
@@ -125,6 +129,11 @@ def build_backbone(
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
     _check_options(name, builder, kw)
+    if output_stride is not None:
+        if "output_stride" not in inspect.signature(builder).parameters:
+            raise ConfigError(f"output_stride={output_stride}: backbone {name!r} cannot dilate its stages; leave "
+                              "it unset")
+        kw["output_stride"] = output_stride
     report = None
     if name.startswith(TIMM_PREFIX):
         from resvision.backbone.timm_backbone import is_timm_weights_spec
@@ -170,5 +179,11 @@ def build_backbone_from_config(cfg: BackboneConfig) -> Backbone:
             raise ConfigError(f"model.backbone.args {sorted(options)} are not used by backbone 'custom'; "
                               "set its options under model.backbone.custom")
         options = dataclasses.asdict(cfg.custom)
-    return build_backbone(cfg.name, pretrained=cfg.pretrained, pretrained_sha256=cfg.pretrained_sha256,
-                          out_features=cfg.out_features, norm=cfg.norm, **options)
+    try:
+        return build_backbone(cfg.name, pretrained=cfg.pretrained, pretrained_sha256=cfg.pretrained_sha256,
+                              out_features=cfg.out_features, norm=cfg.norm, output_stride=cfg.output_stride,
+                              **options)
+    except ConfigError as err:
+        if str(err).startswith("output_stride"):
+            raise ConfigError(f"model.backbone.{err}") from None  # name the config key
+        raise

@@ -36,9 +36,9 @@ NormLayer = Callable[[int], nn.Module]
 NORM_LAYERS: dict[str, NormLayer] = {"bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias (the following BN has one)."""
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, groups=groups, bias=False)
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation)
 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -103,21 +103,22 @@ class BasicBlock(nn.Module):
         se: Add squeeze-excitation before the residual sum.
         stride_in_1x1: Ignored (no 1x1 conv here); accepted so every block has one signature.
         residual: False makes the block "plain" (He et al. 2016, Fig. 3 middle): no shortcut, no sum.
+        dilation: Dilation of both 3x3 convs (a stage that dilates instead of striding).
     """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, norm_layer: NormLayer = nn.BatchNorm2d,
-                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True) -> None:
+                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True, dilation: int = 1) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ConfigError("block 'basic' supports only groups=1 and width_per_group=64 (as torchvision); "
                               "use block 'bottleneck' for ResNeXt / Wide ResNet, or widen with 'widths'")
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilation)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.bn2 = norm_layer(planes)
         self.se = SqueezeExcite(planes) if se else None
         self.downsample = downsample
@@ -153,19 +154,20 @@ class Bottleneck(nn.Module):
         stride_in_1x1: Put the stride on the first 1x1 conv (the paper's v1) instead of on the 3x3
             (torchvision's v1.5, which sees all pixels before sub-sampling).
         residual: False makes the block plain: no shortcut, no sum.
+        dilation: Dilation of the 3x3 conv (a stage that dilates instead of striding).
     """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, norm_layer: NormLayer = nn.BatchNorm2d,
-                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True) -> None:
+                 se: bool = False, stride_in_1x1: bool = False, residual: bool = True, dilation: int = 1) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, width, stride_1x1)
         self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilation)
         self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = norm_layer(planes * self.expansion)
@@ -189,6 +191,7 @@ class Bottleneck(nn.Module):
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STEMS = ("imagenet", "cifar", "deep")
+OUTPUT_STRIDES = (8, 16)  # DeepLab's choices (smp's encoders allow these two)
 SHORTCUTS = ("A", "B", "none")
 
 
@@ -287,10 +290,14 @@ class ResNet(Backbone):
         cfg: Architecture hyper-parameters.
         out_features: Names to return; None = every stage (``c2`` ...).
         norm_layer: ``nn.BatchNorm2d`` or ``torchvision.ops.FrozenBatchNorm2d``.
+        output_stride: 8 or 16: the stages that would stride past it dilate instead (stride 1, every conv of
+            the stage dilated by the stride it gave up, as smp's encoders ``make_dilated``: DeepLab's output
+            stride); the feature specs report the real strides and the parameters do not change, so
+            torchvision / timm weights load as they are. None: the network's own strides.
     """
 
     def __init__(self, cfg: ResNetConfig, out_features: Sequence[str] | None = None,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d, output_stride: int | None = None) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -305,9 +312,13 @@ class ResNet(Backbone):
         stride *= 2 if cfg.stem != "cifar" else 1
         inplanes = stem_width
         block = BLOCKS[cfg.block]
+        _check_output_stride(output_stride, stride * 2 ** (len(cfg.layers) - 1))
+        dilation = 1
         for i, (planes, blocks) in enumerate(zip(widths, cfg.layers)):
             stage_stride = 1 if i == 0 else 2
-            layer, inplanes = self._make_layer(block, inplanes, planes, blocks, stage_stride, norm_layer)
+            if output_stride and stride * stage_stride > output_stride:
+                dilation, stage_stride = dilation * stage_stride, 1
+            layer, inplanes = self._make_layer(block, inplanes, planes, blocks, stage_stride, norm_layer, dilation)
             setattr(self, f"layer{i + 1}", layer)
             stride *= stage_stride
             specs.append(FeatureSpec(f"c{i + 2}", inplanes, stride))
@@ -318,7 +329,7 @@ class ResNet(Backbone):
         self._init_weights(cfg.zero_init_residual)
 
     def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int,
-                    blocks: int, stride: int, norm_layer: NormLayer) -> tuple[nn.Sequential, int]:
+                    blocks: int, stride: int, norm_layer: NormLayer, dilation: int = 1) -> tuple[nn.Sequential, int]:
         cfg = self.cfg
         out_ch = planes * block.expansion
         downsample: nn.Module | None = None
@@ -328,7 +339,7 @@ class ResNet(Backbone):
             else:
                 downsample = nn.Sequential(conv1x1(inplanes, out_ch, stride), norm_layer(out_ch))
         options = dict(groups=cfg.groups, base_width=cfg.width_per_group, norm_layer=norm_layer,
-                       se=cfg.se, stride_in_1x1=cfg.stride_in_1x1, residual=cfg.shortcut != "none")
+                       se=cfg.se, stride_in_1x1=cfg.stride_in_1x1, residual=cfg.shortcut != "none", dilation=dilation)
         layers = [block(inplanes, planes, stride, downsample, **options)]
         layers += [block(out_ch, planes, **options) for _ in range(1, blocks)]
         return nn.Sequential(*layers), out_ch
@@ -384,8 +395,21 @@ class ResNet(Backbone):
         return kept, sorted(set(state_dict) - set(kept))
 
 
-def _build(cfg: ResNetConfig, out_features: Sequence[str] | None, norm: str) -> ResNet:
-    return ResNet(cfg, out_features=out_features, norm_layer=NORM_LAYERS[norm])
+def _check_output_stride(output_stride: int | None, deepest: int) -> None:
+    """One line naming the setting when a network cannot reach ``output_stride`` by dilating its stages."""
+    if output_stride is None:
+        return
+    if output_stride not in OUTPUT_STRIDES:
+        raise ConfigError(f"output_stride must be one of {list(OUTPUT_STRIDES)} (None keeps the network's own "
+                          f"strides), got {output_stride}")
+    if output_stride >= deepest:
+        raise ConfigError(f"output_stride={output_stride}: this network's deepest stride is already {deepest}; "
+                          "dilation can only lower it (leave output_stride unset)")
+
+
+def _build(cfg: ResNetConfig, out_features: Sequence[str] | None, norm: str,
+           output_stride: int | None = None) -> ResNet:
+    return ResNet(cfg, out_features=out_features, norm_layer=NORM_LAYERS[norm], output_stride=output_stride)
 
 
 # name -> (block, layers, groups, width_per_group): the hyper-parameters of torchvision.models.resnet.
@@ -413,12 +437,12 @@ def _torchvision_builder(name: str, plain: bool = False) -> Callable[..., ResNet
     registered = name.replace("resnet", "plain") if plain else name
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
-                zero_init_residual: bool = False, stem: str = "imagenet") -> ResNet:
+                zero_init_residual: bool = False, stem: str = "imagenet", output_stride: int | None = None) -> ResNet:
         # stem="cifar" (3x3 stride-1 conv, no max-pool) is the input stem of face ResNets for 112x112 crops;
         # its conv1 differs from torchvision's, so torchvision weights then load only with a strict-load error.
         cfg = ResNetConfig(block=block, layers=list(layers), groups=groups, width_per_group=width_per_group,
                            zero_init_residual=zero_init_residual, stem=stem, shortcut="none" if plain else "B")
-        return _build(cfg, out_features, norm)
+        return _build(cfg, out_features, norm, output_stride)
 
     builder.__name__ = builder.__qualname__ = registered
     builder.__doc__ = (f"{registered}: {block} blocks {list(layers)}, groups={groups}, width_per_group="
@@ -434,10 +458,10 @@ def _cifar_builder(name: str, plain: bool = False) -> Callable[..., ResNet]:
     registered = name.replace("resnet", "plain") if plain else name
 
     def builder(*, out_features: Sequence[str] | None = None, norm: str = "bn",
-                zero_init_residual: bool = False) -> ResNet:
+                zero_init_residual: bool = False, output_stride: int | None = None) -> ResNet:
         cfg = ResNetConfig(block="basic", layers=[n, n, n], widths=[16, 32, 64], stem="cifar",
                            shortcut="none" if plain else "A", zero_init_residual=zero_init_residual)
-        return _build(cfg, out_features, norm)
+        return _build(cfg, out_features, norm, output_stride)
 
     builder.__name__ = builder.__qualname__ = registered
     builder.__doc__ = (f"CIFAR {registered} (He et al. 2016, section 4.2): 3x3 16-channel stem, 3 stages of {n} "
@@ -470,7 +494,8 @@ plain110 = _cifar_builder(PLAIN_ARCHS["plain110"], plain=True)
 
 
 @register_backbone("custom")
-def custom(*, out_features: Sequence[str] | None = None, norm: str = "bn", **options: Any) -> ResNet:
+def custom(*, out_features: Sequence[str] | None = None, norm: str = "bn", output_stride: int | None = None,
+           **options: Any) -> ResNet:
     """A ResNet assembled from options, the fields of :class:`ResNetConfig` (see it for their meaning).
 
     Example: ``build_backbone("custom", block="basic", layers=[1, 1, 1], widths=[16, 32, 64],
@@ -483,4 +508,4 @@ def custom(*, out_features: Sequence[str] | None = None, norm: str = "bn", **opt
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for backbone 'custom'; valid options: {valid}")
-    return _build(ResNetConfig(**options), out_features, norm)
+    return _build(ResNetConfig(**options), out_features, norm, output_stride)

@@ -247,9 +247,28 @@ def _timm_weights(timm: Any, model_name: str, spec: str) -> tuple[str, dict[str,
     return full_name, read_state_dict(path), f"timm:{full_name} ({path})"
 
 
+def _dilated_specs(timm: Any, model_name: str, options: dict[str, Any], natural: list[FeatureSpec],
+                   output_stride: int) -> list[FeatureSpec]:
+    """The undilated network's feature names with the strides timm reports at ``output_stride``; one line
+    naming the setting when the model cannot honour it (takes no such option, or ignores it)."""
+    if output_stride not in (8, 16):
+        raise ConfigError(f"output_stride must be one of [8, 16] (None keeps the network's own strides), "
+                          f"got {output_stride}")
+    try:
+        info = _probe_feature_info(timm, model_name, options | {"output_stride": output_stride})
+    except (ConfigError, AssertionError, ValueError, TypeError) as err:
+        raise ConfigError(f"output_stride={output_stride}: timm:{model_name} cannot dilate its stages "
+                          f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+    own = max(s.stride for s in natural)
+    if len(info) != len(natural) or max(int(fi["reduction"]) for fi in info) != output_stride or own <= output_stride:
+        raise ConfigError(f"output_stride={output_stride}: timm:{model_name} has a deepest stride of {own} and does "
+                          f"not dilate it to {output_stride}; leave it unset")
+    return [FeatureSpec(n.name, int(fi["num_chs"]), int(fi["reduction"])) for n, fi in zip(natural, info)]
+
+
 @register_backbone(TIMM_KEY)
 def timm_backbone(*, model_name: str, out_features: Sequence[str] | None = None, norm: str = "bn",
-                  pretrained: str | None = None, **kwargs: Any) -> TimmBackbone:
+                  pretrained: str | None = None, output_stride: int | None = None, **kwargs: Any) -> TimmBackbone:
     """Builds ``timm:<model_name>`` as a backbone.
 
     Args:
@@ -259,6 +278,8 @@ def timm_backbone(*, model_name: str, out_features: Sequence[str] | None = None,
             which also handles timm's fused BatchNormAct2d).
         pretrained: ``"timm"`` or ``"timm:<tag>"``: timm's weights, read from the local cache (and
             downloaded there unless RESVISION_OFFLINE=1) and loaded by timm's own loader.
+        output_stride: 8 or 16: timm's own ``output_stride`` (dilated deepest stages) for the models that support
+            it; features keep the names of the undilated network (``c5`` stays ``c5``) with their real strides.
         **kwargs: Passed to ``timm.create_model`` (e.g. ``drop_path_rate``, ``act_layer``), except the
             options that name a weights source (``checkpoint_path``, ``pretrained_cfg[_overlay]``):
             weights come only through ``pretrained`` / :func:`build_backbone`'s safe loader.
@@ -276,6 +297,10 @@ def timm_backbone(*, model_name: str, out_features: Sequence[str] | None = None,
     _check_options(kwargs)
     info = _probe_feature_info(timm, model_name, kwargs)
     all_specs = timm_feature_specs(info)
+    if output_stride is not None:
+        all_specs, kwargs = _dilated_specs(timm, model_name, kwargs, all_specs, output_stride), \
+            kwargs | {"output_stride": output_stride}
+        info = _probe_feature_info(timm, model_name, kwargs)
     specs = select_specs(all_specs, out_features, default=_default_features(all_specs))
     out_indices = [int(info[all_specs.index(s)]["index"]) for s in specs]
     report = None

@@ -212,6 +212,63 @@ def test_config_errors_are_one_line(kwargs: dict, fragment: str) -> None:
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name, options", [
+    ("resnet50", {}), ("resnet18", {}), ("plain18", {}), ("timm:resnet18", {}),
+    ("custom", dict(block="basic", layers=[1, 1, 1, 1], widths=[8, 8, 16, 16], shortcut="A")),
+])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_dilates_the_deepest_stages(name: str, options: dict, output_stride: int) -> None:
+    """The declared strides are the real ones and the parameters the undilated network's (strict load both ways);
+    the values are checked against smp's dilated encoder below."""
+    backbone = build_backbone(name, output_stride=output_stride, **options)
+    assert max(s.stride for s in backbone.feature_specs) == output_stride
+    assert [s.name for s in backbone.feature_specs][-1] == "c5"  # names stay those of the undilated network
+    assert_specs_match(backbone, 64)
+    plain = build_backbone(name, **options)
+    assert backbone.load_state_dict(plain.state_dict(), strict=True)  # same parameters, same names
+    assert [s.channels for s in backbone.feature_specs] == [s.channels for s in plain.feature_specs]
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_dilated_resnet_equals_smps_dilated_encoder(output_stride: int) -> None:
+    """smp's ``make_dilated`` (stride 1, every conv of the stage dilated) is the reference, with torchvision's
+    ResNet-50 weights loaded into both."""
+    from segmentation_models_pytorch.encoders import get_encoder
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith("fc.")}
+    ours = build_backbone("resnet50", output_stride=output_stride).eval()
+    ours.load_state_dict(state, strict=True)
+    ref = get_encoder("resnet50", weights=None, output_stride=output_stride).eval()
+    ref.load_state_dict(state, strict=False)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        mine, theirs = ours(x), ref(x)
+    # smp also dilates the 1x1 shortcut convs (a no-op that takes another kernel): equal to float rounding
+    for name, k in (("c4", -2), ("c5", -1)):
+        assert mine[name].shape == theirs[k].shape
+        torch.testing.assert_close(mine[name], theirs[k], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(name="resnet50", output_stride=4), "output_stride must be one of [8, 16]"),
+    (dict(name="resnet20", output_stride=8), "deepest stride is already 4"),
+    (dict(name="timm:vit_tiny_patch16_224", output_stride=16), "timm:vit_tiny_patch16_224 cannot dilate"),
+])
+def test_output_stride_a_backbone_cannot_honour_is_one_line(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_backbone(**kwargs)
+    assert fragment in str(info.value) and "\n" not in str(info.value) and str(info.value).startswith("output_stride")
+
+
+def test_a_builder_without_output_stride_refuses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resvision.backbone import registry
+
+    monkeypatch.setitem(registry._BACKBONES, "no_dilation", lambda *, out_features=None, norm="bn": None)
+    with pytest.raises(ConfigError, match="output_stride=16: backbone 'no_dilation' cannot dilate its stages"):
+        build_backbone("no_dilation", output_stride=16)
+
+
 def test_register_backbone_rejects_duplicates() -> None:
     with pytest.raises(ValueError):
         register_backbone("resnet18")(lambda **kw: None)

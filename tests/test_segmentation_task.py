@@ -32,18 +32,30 @@ ALL = ["c1", "c2", "c3", "c4", "c5"]
 
 
 # ------------------------------------------------------------------------------------------------ model
-@pytest.mark.parametrize("decoder, reference", [("unet", smp.Unet), ("fpn", smp.FPN)])
-def test_same_weights_give_smps_own_model_outputs(decoder, reference):
-    """Our ResNet-34 + smp decoder + head is smp's model: its weights load strictly and the logits match."""
+@pytest.mark.parametrize("decoder, reference, encoder, output_stride", [
+    ("unet", smp.Unet, "resnet34", None), ("fpn", smp.FPN, "resnet34", None),
+    ("deeplabv3plus", smp.DeepLabV3Plus, "resnet34", 16), ("deeplabv3plus", smp.DeepLabV3Plus, "resnet50", 16),
+    ("deeplabv3plus", smp.DeepLabV3Plus, "resnet50", 8), ("deeplabv3", smp.DeepLabV3, "resnet34", 8),
+    ("deeplabv3", smp.DeepLabV3, "resnet50", 16),
+])
+def test_same_weights_give_smps_own_model_outputs(decoder, reference, encoder, output_stride):
+    """Our ResNet + smp decoder + head is smp's model: its weights load strictly and the logits match (the
+    DeepLabs on our backbone dilated to the output stride, smp's encoder dilated by smp)."""
     torch.manual_seed(0)
-    ref = reference("resnet34", encoder_weights=None, classes=5).eval()
-    ours = SegmentationModel(build_backbone("resnet34", out_features=ALL), 5, decoder=decoder).eval()
+    dilated = {"encoder_output_stride": output_stride} if output_stride else {}
+    ref = reference(encoder, encoder_weights=None, classes=5, **dilated).eval()
+    ours = SegmentationModel(build_backbone(encoder, out_features=ALL, output_stride=output_stride), 5,
+                             decoder=decoder).eval()
     renamed = {k.replace("encoder.", "backbone.", 1).replace("segmentation_head.", "head.", 1): v
                for k, v in ref.state_dict().items() if not k.startswith("encoder.fc.")}
     ours.load_state_dict(renamed, strict=True)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        assert torch.equal(ours(x), ref(x))
+        mine, theirs = ours(x), ref(x)
+    if output_stride is None:
+        assert torch.equal(mine, theirs)
+    else:  # smp also dilates the 1x1 shortcut convs, a no-op that takes another kernel: equal to float rounding
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("decoder", ["unet", "fpn"])
@@ -296,6 +308,8 @@ def test_backbone_from_a_detection_or_classification_checkpoint(tmp_path):
     ["model.backbone.name=resnet50", "model.decoder_channels=null", "data.crop_size=32"],
     ["model.backbone.name=timm:resnet18", "model.decoder_channels=null", "data.crop_size=32",
      "model.loss={ce: 1.0, dice: 0.5}"],
+    ["model.decoder=deeplabv3plus", "model.decoder_channels=[16]", "model.aux_weight=0.4"],
+    ["model.decoder=deeplabv3", "model.decoder_channels=[16]", "model.backbone.name=timm:resnet18"],
 ])
 def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
     from resvision.config import load_config
@@ -320,6 +334,14 @@ def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
     (["train", "--task", "segmentation", "model.inference.mode=slide", "model.inference.window=64",
       "model.inference.stride=80"], "model.inference.stride"),
     (["train", "--task", "segmentation", "model.num_classes=7"], "model.num_classes=7"),
+    # a dilation the backbone cannot honour, named before any data is read (the VOC root does not exist)
+    (["train", "--task", "segmentation", "model.decoder=deeplabv3plus", "model.backbone.name=resnet20",
+      "data.format=voc", "data.root=/no/such/voc"], "model.backbone.output_stride=16: this network's deepest"),
+    (["train", "--task", "segmentation", "model.decoder=deeplabv3", "model.backbone.name=timm:vit_tiny_patch16_224",
+      "data.format=voc", "data.root=/no/such/voc"], "model.backbone.output_stride=8: timm:vit_tiny_patch16_224"),
+    (["train", "--task", "segmentation", "model.backbone.output_stride=4"], "model.backbone.output_stride: 4 is not"),
+    (["train", "--task", "segmentation", "model.decoder=deeplabv3plus", "model.decoder_channels=[8,8]"],
+     "[aspp_channels]"),
 ])
 def test_segmentation_user_errors(args, fragment, capsys, tmp_path):
     assert main([*args, "--output", str(tmp_path / "out")]) == 2

@@ -6,7 +6,9 @@ itself. Our backbones return a dict of named maps with declared strides (``featu
 cover every level (ResNet: ``c1`` at 2, ``c2..c5`` at 4..32; CIFAR nets stop at stride 4; timm models vary).
 :class:`DecoderFeatures` is the one place that turns the dict into smp's list: each level takes the deepest
 declared map of that stride, and a level without one gets an empty (zero-channel) map of the right size,
-which smp's U-Net concatenates as "no skip" and its FPN never reads (it uses strides 4..32).
+which smp's U-Net concatenates as "no skip" and its FPN never reads (it uses strides 4..32). DeepLabV3 reads
+the deepest map, DeepLabV3+ the deepest and the stride-4 one; both need a backbone dilated to output stride 8
+or 16 (``model.backbone.output_stride``), whose deepest stages then share a stride (the deepest map wins).
 
 The input is zero-padded to a multiple of the deepest stride (smp's FPN adds maps of exactly doubled
 sizes), and the logits are upsampled to the padded input and cropped back: the output always has the
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.base.heads import SegmentationHead
+from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3Decoder, DeepLabV3PlusDecoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
@@ -31,7 +34,9 @@ from ...backbone import Backbone
 from ...backbone.base import FeatureSpec
 from ...errors import ConfigError
 
-DECODERS = ("fpn", "unet")
+DECODERS = ("fpn", "unet", "deeplabv3", "deeplabv3plus")
+# smp's default output stride of each DeepLab (the backbone's, when model.backbone.output_stride is unset)
+DEEPLAB_OUTPUT_STRIDE = {"deeplabv3": 8, "deeplabv3plus": 16}
 LOSSES = ("ce", "dice", "focal")
 # smp.Unet's default decoder widths, deepest block first; a shallower backbone uses the last ones.
 UNET_CHANNELS = (256, 128, 64, 32, 16)
@@ -84,12 +89,14 @@ class SegmentationModel(nn.Module):
     Args:
         backbone: Any registry backbone (its declared outputs feed the decoder).
         num_classes: Output channels.
-        decoder: ``"fpn"`` (smp's FPN: pyramid at strides 4..32, merged at stride 4) or ``"unet"``.
+        decoder: ``"fpn"`` (smp's FPN: pyramid at strides 4..32, merged at stride 4), ``"unet"``,
+            ``"deeplabv3"`` (ASPP on the deepest map) or ``"deeplabv3plus"`` (ASPP + the stride-4 map); the
+            DeepLabs need a backbone dilated to output stride 8 or 16.
         decoder_channels: U-Net: one width per decoder block, deepest first (``depth`` values); FPN:
-            ``[pyramid_channels, segmentation_channels]``. ``None``: smp's defaults.
-        dropout: FPN's dropout before the head.
-        aux_head: Add torchvision's ``FCNHead`` on the second-deepest level (stride 16 on a ResNet: ``c4``, the
-            map torchvision's FCN / DeepLabV3 give their auxiliary classifier). ``model(x, aux=True)`` then also
+            ``[pyramid_channels, segmentation_channels]``; DeepLab: ``[aspp_channels]``. ``None``: smp's defaults.
+        dropout: FPN's dropout before the head; DeepLab's in the ASPP projection.
+        aux_head: Add torchvision's ``FCNHead`` on the backbone's second-deepest declared feature (``c4`` on a
+            ResNet, the map torchvision's FCN / DeepLabV3 give their auxiliary classifier). ``model(x, aux=True)`` then also
             returns its logits, for an auxiliary training loss that reaches the deep layers directly (deep
             supervision, as MMSegmentation's ``auxiliary_head``); evaluation and export never run it.
     """
@@ -132,17 +139,39 @@ class SegmentationModel(nn.Module):
                                       segmentation_channels=segmentation, dropout=dropout)
             # as smp.FPN: 1x1 conv at stride 4, bilinear x4 upsampling inside the head
             self.head = SegmentationHead(segmentation, num_classes, kernel_size=1, upsampling=4)
+        elif decoder in DEEPLAB_OUTPUT_STRIDE:
+            stride = 2 ** depth
+            if stride not in (8, 16):
+                raise ConfigError(f"model.decoder={decoder} needs a backbone of output stride 8 or 16 (dilated, "
+                                  f"model.backbone.output_stride); this one's deepest stride is {stride}")
+            if decoder_channels is not None and len(decoder_channels) != 1:
+                raise ConfigError(f"model.decoder_channels for decoder={decoder} is [aspp_channels], got "
+                                  f"{list(decoder_channels)}")
+            width = decoder_channels[0] if decoder_channels else 256
+            if decoder == "deeplabv3":
+                self.decoder = DeepLabV3Decoder(in_channels=channels[-1], out_channels=width,
+                                                atrous_rates=(12, 24, 36), aspp_separable=False, aspp_dropout=dropout)
+                self.head = SegmentationHead(width, num_classes, kernel_size=1, upsampling=stride)
+            else:
+                if channels[2] == 0:
+                    raise ConfigError("model.decoder=deeplabv3plus needs a backbone feature at stride 4 (c2 of a "
+                                      "ResNet): add it to model.backbone.out_features")
+                # smp's DeepLabV3Plus: ASPP on the deepest map, upsampled to stride 4 and fused with it
+                self.decoder = DeepLabV3PlusDecoder(encoder_channels=channels, encoder_depth=5, out_channels=width,
+                                                    atrous_rates=(12, 24, 36), output_stride=stride,
+                                                    aspp_separable=True, aspp_dropout=dropout)
+                self.head = SegmentationHead(width, num_classes, kernel_size=1, upsampling=4)
         else:
             raise ConfigError(f"unknown model.decoder {decoder!r}; choose from {', '.join(DECODERS)}")
         self.num_classes = num_classes
-        self.aux_level = None
+        self.aux_feature = None
         if aux_head:
-            levels = [k for k in range(1, depth) if self.features.channels[k] > 0]
-            if not levels:
+            specs = backbone.feature_specs
+            if len(specs) < 2:
                 raise ConfigError("model.aux_weight needs a backbone feature above the deepest one (e.g. c4 of a "
-                                  f"ResNet); this backbone declares only {self.features.names[depth]!r}")
-            self.aux_level = levels[-1]
-            self.aux_head = FCNHead(self.features.channels[self.aux_level], num_classes)
+                                  f"ResNet); this backbone declares only {specs[-1].name!r}")
+            self.aux_feature = specs[-2].name
+            self.aux_head = FCNHead(specs[-2].channels, num_classes)
 
     def forward(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``(N, num_classes, H, W)`` logits; with ``aux=True`` (training
@@ -157,13 +186,13 @@ class SegmentationModel(nn.Module):
     def forward_padded(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits of images whose sides are multiples of ``pad_to`` (what ONNX export traces: the padding
         arithmetic stays outside the graph); ``aux`` as in :meth:`forward`."""
-        if aux and self.aux_level is None:
+        if aux and self.aux_feature is None:
             raise ValueError("this model has no auxiliary head (built with aux_head=False)")
-        levels = self.features(x, self.backbone(x))
-        logits = self._upsample(self.head(self.decoder(levels)), x)
+        features = self.backbone(x)
+        logits = self._upsample(self.head(self.decoder(self.features(x, features))), x)
         if not aux:
             return logits
-        return logits, self._upsample(self.aux_head(levels[self.aux_level]), x)
+        return logits, self._upsample(self.aux_head(features[self.aux_feature]), x)
 
     @staticmethod
     def _upsample(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
 from .evaluator import SegmentationEvaluator
-from .model import SegmentationLoss, SegmentationModel, infer_logits
+from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
 
 log = logging.getLogger("resvision")
 
@@ -51,10 +52,13 @@ class InferenceConfig:
 @dataclass
 class SegmentationModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    decoder: Literal["unet", "fpn"] = "unet"  # segmentation-models-pytorch decoders
-    # unet: one width per block, deepest first; fpn: [pyramid_channels, segmentation_channels]; None: smp's defaults
+    # segmentation-models-pytorch decoders; the DeepLabs dilate the backbone to model.backbone.output_stride
+    # (unset: smp's defaults, 8 for deeplabv3, 16 for deeplabv3plus)
+    decoder: Literal["unet", "fpn", "deeplabv3", "deeplabv3plus"] = "unet"
+    # unet: one width per block, deepest first; fpn: [pyramid_channels, segmentation_channels]; deeplab*:
+    # [aspp_channels]; None: smp's defaults
     decoder_channels: list[int] | None = field(default=None, metadata={"ge": 1})
-    dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn, before the head
+    dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn: before the head; deeplab*: in ASPP
     # > 0: an auxiliary FCN head on the stride-16 features (torchvision's aux classifier, MMSegmentation's
     # auxiliary_head) trained with the same loss terms times this weight; training only (torchvision: 0.5).
     aux_weight: float = field(default=0.0, metadata={"ge": 0})
@@ -127,6 +131,16 @@ class SegmentationTask(Task):
         if inference.mode == "slide" and inference.stride > inference.window:
             raise ConfigError(f"model.inference.stride={inference.stride} exceeds model.inference.window="
                               f"{inference.window}: tiles would leave gaps")
+        if self.backbone_config().output_stride is not None:  # a dilation the backbone cannot honour: before data
+            with torch.device("meta"):
+                build_backbone_from_config(dataclasses.replace(self.backbone_config(), pretrained=None))
+
+    def backbone_config(self) -> BackboneConfig:
+        """``model.backbone`` with the DeepLabs' output stride filled in when unset (smp's defaults)."""
+        m = self.cfg.model
+        if m.decoder in DEEPLAB_OUTPUT_STRIDE and m.backbone.output_stride is None:
+            return dataclasses.replace(m.backbone, output_stride=DEEPLAB_OUTPUT_STRIDE[m.decoder])
+        return m.backbone
 
     # ------------------------------------------------------------------ data
     def load_data(self, split: Literal["train", "val"]) -> SegmentationData:
@@ -207,7 +221,7 @@ class SegmentationTask(Task):
         if data.classes and m.num_classes and m.num_classes != len(data.classes):
             raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes "
                               f"({', '.join(data.classes[:5])}{', ...' if len(data.classes) > 5 else ''})")
-        return SegmentationModel(build_backbone_from_config(m.backbone), m.num_classes or len(data.classes),
+        return SegmentationModel(build_backbone_from_config(self.backbone_config()), m.num_classes or len(data.classes),
                                  decoder=m.decoder, decoder_channels=m.decoder_channels, dropout=m.dropout,
                                  aux_head=m.aux_weight > 0)
 
