@@ -92,6 +92,8 @@ def _engine_options(parser: argparse.ArgumentParser, compile_option: bool) -> No
     parser.add_argument("--engine", choices=["torch", "onnxruntime"],
                         help="torch: eager PyTorch; onnxruntime: the exported file (a .pt is exported on the fly, with "
                              "its parity check). Default: onnxruntime for a .onnx file, torch for a .pt")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="run an exported file whose parity check failed at export (refused by default)")
     if compile_option:
         parser.add_argument("--compile", action="store_true", help="torch engine: torch.compile the model first")
 
@@ -147,6 +149,11 @@ def _checkpoint_cfg(args, path: str):
         if state.get("postprocess", "none") != "none":
             raise UserError(f"{path} was exported with --postprocess {state['postprocess']}; eval and predict need "
                             "the plain export (--postprocess none)")
+        parity = state.get("parity") or {}  # an INT8 file has none: its accuracy was measured at export instead
+        if parity and not parity.get("passed") and not args.allow_unverified:
+            failed = [k for k, c in parity.get("checks", {}).items() if not c.get("ok")]
+            raise UserError(f"{path} failed its parity check at export ({', '.join(failed)}): its outputs may "
+                            "differ from the torch model's; --allow-unverified runs it anyway")
     else:
         state = load_checkpoint(path)
         if getattr(args, "engine", "torch") is None:

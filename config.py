@@ -23,6 +23,7 @@ import operator
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -169,7 +170,24 @@ def load_config(path_or_task: str | Path, overrides: list[str] | tuple[str, ...]
         ConfigError: missing file, a second ``base:`` level, an unknown key or a wrong type.
     """
     raw = _read_with_base(_resolve_path(path_or_task))
-    return config_from_dict(apply_overrides(raw, overrides))
+    return config_from_dict(_named_after_backbone(raw, apply_overrides(raw, overrides), overrides))
+
+
+def _named_after_backbone(raw: dict[str, Any], merged: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A run whose backbone is swapped by an override (and whose ``name`` is not) is named after what it is: the
+    config's backbone in its name is replaced (``resnet20_digits`` -> ``resnet50_digits``), else the new one is
+    appended (``fpn_smallresnet_shapes_resnet50``)."""
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    old = (raw.get("model") or {}).get("backbone", {}).get("name") if isinstance(raw.get("model"), dict) else None
+    new = ((merged.get("model") or {}).get("backbone") or {}).get("name")
+    name = merged.get("name")
+    if "model.backbone.name" not in keys or "name" in keys or not isinstance(name, str) or not isinstance(new, str) \
+            or new == old:
+        return merged
+    token = re.sub(r"[^A-Za-z0-9.-]+", "-", new)  # timm:resnet18 -> timm-resnet18
+    parts = name.split("_")
+    parts = [token if p == old else p for p in parts] if old in parts else [*parts, token]
+    return {**merged, "name": "_".join(parts)}
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -351,6 +369,8 @@ def _check_metadata(value: Any, metadata: typing.Mapping[str, Any], path: str) -
     if value is None or not metadata:
         return
     if isinstance(value, list):
+        if metadata.get("range") and (len(value) != 2 or not value[0] <= value[1]):
+            raise ConfigError(f"{path}: must be [low, high] with low <= high, got {value}")
         for i, item in enumerate(value):
             _check_metadata(item, metadata, f"{path}[{i}]")
         return

@@ -1,10 +1,12 @@
 """Segmentation benchmarks for ``tools/benchmark.py`` (``--only segmentation``).
 
-1. Training: our U-Net-ResNet-34 (registry backbone + smp's decoder and head) against
-   ``smp.Unet("resnet34", encoder_weights=None)`` holding the same weights, in the same bare loop on the
-   same batches. The two compute the same logits (a test checks ``torch.equal``), so the ratio measures
-   our glue: the feature-dict adapter, padding to the deepest stride and cropping back.
-2. Sliding-window inference at 512x512 with 256-px windows (no overlap, and a 1/3 overlap as MMSegmentation configs use)
+1. Training: our U-Net-ResNet-34 and DeepLabV3+-ResNet-50 (registry backbone, dilated to output stride 16 for
+   DeepLab, + smp's decoder and head) against ``smp.Unet("resnet34")`` / ``smp.DeepLabV3Plus("resnet50")``
+   holding the same weights, in the same bare loop on the same batches. Each pair computes the same logits
+   (tests), so the ratio measures our glue: the feature-dict adapter, padding to the deepest stride and
+   cropping back.
+2. Whole-image inference of the three decoders (FPN, U-Net, DeepLabV3+) on the same ResNet-50.
+3. Sliding-window inference at 512x512 with 256-px windows (no overlap, and a 1/3 overlap as MMSegmentation configs use)
    against whole-image inference of the same model on the same images: the price of tiling.
 """
 
@@ -22,17 +24,21 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _unets(classes: int):
-    """(ours, smp's) U-Net-ResNet-34 with identical weights."""
+SMP_MODELS = {"unet": "Unet", "fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus"}
+
+
+def _pair(decoder: str, encoder: str, classes: int, output_stride: int | None = None):
+    """(ours, smp's) ``decoder`` on ``encoder`` with identical weights."""
     import segmentation_models_pytorch as smp
 
     from resvision.backbone import build_backbone
     from resvision.tasks.segmentation.model import SegmentationModel
 
     torch.manual_seed(0)
-    reference = smp.Unet("resnet34", encoder_weights=None, classes=classes)
-    ours = SegmentationModel(build_backbone("resnet34", out_features=["c1", "c2", "c3", "c4", "c5"]), classes,
-                             decoder="unet")
+    dilated = {"encoder_output_stride": output_stride} if output_stride else {}
+    reference = getattr(smp, SMP_MODELS[decoder])(encoder, encoder_weights=None, classes=classes, **dilated)
+    ours = SegmentationModel(build_backbone(encoder, out_features=["c1", "c2", "c3", "c4", "c5"],
+                                            output_stride=output_stride), classes, decoder=decoder)
     ours.load_state_dict({k.replace("encoder.", "backbone.", 1).replace("segmentation_head.", "head.", 1): v
                           for k, v in reference.state_dict().items() if not k.startswith("encoder.fc.")})
     return ours, reference
@@ -65,13 +71,26 @@ def bench_segmentation(s) -> list[str]:
     from resvision.tasks.segmentation.model import infer_logits
 
     classes, size, batch = 21, s.pick(256, 128), 4
-    ours, ref = _unets(classes)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, 3, size, size, generator=g), torch.randint(0, classes, (batch, size, size), generator=g))
                for _ in range(s.pick(2, 1))]
-    _log(f"[segmentation] training U-Net-R34 {size}x{size} batch {batch}")
-    train = compare(alternate({"resvision": _train_window(ours, batches), "smp": _train_window(ref, batches)},
-                              s.pick(5, 1), log=_log), "resvision", "smp")
+    trained = {}
+    for label, decoder, encoder, stride in (("U-Net-R34", "unet", "resnet34", None),
+                                            ("DeepLabV3+-R50 (output stride 16)", "deeplabv3plus", "resnet50", 16)):
+        ours, ref = _pair(decoder, encoder, classes, stride)
+        _log(f"[segmentation] training {label} {size}x{size} batch {batch}")
+        trained[label] = compare(alternate({"resvision": _train_window(ours, batches), "smp": _train_window(ref, batches)},
+                                           s.pick(5, 1), log=_log), "resvision", "smp")
+    ours, _ = _pair("unet", "resnet34", classes)
+
+    side = s.pick(512, 256)
+    decoders = {label: _pair(decoder, "resnet50", classes, stride)[0].eval()
+                for label, decoder, stride in (("FPN", "fpn", None), ("U-Net", "unet", None),
+                                               ("DeepLabV3+ (output stride 16)", "deeplabv3plus", 16))}
+    one = torch.randn(1, 3, side, side, generator=g)
+    _log(f"[segmentation] whole-image inference of three decoders on ResNet-50, {side}x{side}")
+    decoder_rates = alternate({label: _infer_window(model, one) for label, model in decoders.items()}, s.pick(5, 1),
+                              log=_log)
 
     ours.eval()
     images = torch.randn(2, 3, 512, 512, generator=g)
@@ -87,10 +106,18 @@ def bench_segmentation(s) -> list[str]:
              "(strict; the logits are bit-identical, `tests/test_segmentation_task.py`), so the ratio is the cost of our "
              f"glue. Same bare loop: `F.cross_entropy(model(x), y, ignore_index=255)`, SGD momentum 0.9, fp32, "
              f"{len(batches)} random batches of {batch} at {size}x{size} per window.", "",
+             "DeepLabV3+ likewise against `smp.DeepLabV3Plus(\"resnet50\", encoder_weights=None, "
+             "encoder_output_stride=16)`, our ResNet-50 built with `output_stride=16`.", "",
              "| what | resvision img/s | smp img/s | ratio | round ratios min–max | windows | target |",
              "|---|---:|---:|---:|---|---:|---|",
-             f"| training U-Net-R34, {size}x{size}, batch {batch} | {train.a:.2f} | {train.b:.2f} | **{train.ratio:.3f}** | "
-             f"{train.low:.3f}–{train.high:.3f} | {train.windows} | ≥ 0.97: {'met' if train.ratio >= 0.97 else '**not met**'} |",
+             *(f"| training {label}, {size}x{size}, batch {batch} | {t.a:.2f} | {t.b:.2f} | **{t.ratio:.3f}** | "
+               f"{t.low:.3f}–{t.high:.3f} | {t.windows} | ≥ 0.97: {'met' if t.ratio >= 0.97 else '**not met**'} |"
+               for label, t in trained.items()),
+             "", f"**Decoders** (`SegmentationModel` on a ResNet-50, {classes} classes, eval mode, whole-image inference "
+             f"of one {side}x{side} image per window):", "",
+             "| decoder | img/s (median) | ÷ FPN | windows |", "|---|---:|---:|---:|",
+             *(f"| {label} | {compare(decoder_rates, label, 'FPN').a:.2f} | {compare(decoder_rates, label, 'FPN').ratio:.3f} "
+               f"| {compare(decoder_rates, label, 'FPN').windows} |" for label in decoders),
              "", "**Sliding-window inference** (`infer_logits`, the path `model.inference.mode: slide` takes) of the same "
              "U-Net on 2 random 512x512 images per window, against whole-image inference of the same images. 4 "
              "non-overlapping 256-px tiles cover the same pixels as the whole image, so their ratio is the cost of tiling "

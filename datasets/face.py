@@ -132,6 +132,9 @@ def read_pairs(pairs_file: str | Path, image_root: str | Path, ext: str = "jpg")
             pairs.append(FacePair(image(line, name, first), image(line, name, second), True, line))
         elif len(fields) == 4:
             name_a, first, name_b, second = fields
+            if name_a == name_b:  # LFW never does this: a same-person line given a different-person shape
+                raise DataError(f"{pairs_file}:{line}: a different-person pair names {name_a!r} twice; a same-person "
+                                f"pair is written '{name_a} {first} {second}'")
             pairs.append(FacePair(image(line, name_a, first), image(line, name_b, second), False, line))
         else:
             raise DataError(

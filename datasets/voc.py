@@ -138,7 +138,10 @@ def _parse_xml(
     for obj in node.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in label_of:
-            raise DataError(f"{xml_path}: object class {name!r} is not one of the {len(label_of)} classes")
+            names = list(label_of)
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise DataError(f"{xml_path}: object class {name!r} is not one of the {len(names)} classes ({shown}); "
+                            "set data.classes to your class names (a VOC-layout set of other classes)")
         boxes.append(_bndbox(obj, xml_path))
         labels.append(label_of[name])
         difficult.append(_int_text(obj, "difficult", xml_path, default=0) == 1)

@@ -179,6 +179,8 @@ def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: i
     size = tuple(int(v) for v in image_size) if image_size else None
     if size is not None and (len(size) != 2 or min(size) < 8):
         raise UserError(f"--image-size takes two sizes of at least 8 (H W), got {list(image_size)}")
+    if size is not None:
+        task.set_export_size(size)  # before the examples: they come through the (maybe resized) preprocessing
     path = Path(output) if output else _default_path(checkpoint)
     if path.suffix != ".onnx":
         raise UserError(f"--output must end in .onnx, got {path}")
@@ -206,14 +208,14 @@ def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: i
     if not quiet:
         _print_parity(path, parity)
     info["path"] = str(path)
+    if not parity["passed"]:  # stop here: a file that misses its limits is not worth quantizing
+        failed = ", ".join(f"{k}={c['value']:.3g} (limit {c['limit']})" for k, c in parity["checks"].items()
+                           if not c["ok"])
+        raise UserError(f"{path} does not match the torch model: {failed}")
     if quantize == "int8":
         from .quantize import quantize_int8
 
         info["int8"] = quantize_int8(path, task, cfg, state, model, examples, calibration_images, quiet=quiet)
-    if not parity["passed"]:
-        failed = ", ".join(f"{k}={c['value']:.3g} (limit {c['limit']})" for k, c in parity["checks"].items()
-                           if not c["ok"])
-        raise UserError(f"{path} does not match the torch model: {failed}")
     return info
 
 

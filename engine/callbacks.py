@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import distributed as dist_utils
@@ -141,8 +144,64 @@ class CurvePlotter(Callback):
             plot_training_curves(trainer.run_dir / "metrics.jsonl", trainer.run_dir / "plots")
 
 
+class PlainProgress(Callback):
+    """One line per epoch and per evaluation instead of the progress bar when stderr is not a terminal (a log
+    file, nohup, CI), where tqdm's carriage-return redraws would fill the log."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.start, self.first = time.perf_counter(), trainer.start_epoch
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if not dist_utils.is_main_process():
+            return
+        done = trainer.epoch + 1 - self.first
+        eta = (time.perf_counter() - self.start) / max(done, 1) * (trainer.epochs - trainer.epoch - 1)
+        images = trainer.epoch_batches * trainer.cfg.train.batch_size * dist_utils.world_size()
+        log.info("epoch %d/%d  step %d  loss %.4f  lr %.3g  %.1f img/s  %.1f s  ETA %s", trainer.epoch + 1,
+                 trainer.epochs, trainer.global_step, trainer.epoch_losses.get("loss", math.nan), trainer.lr,
+                 images / max(trainer.epoch_seconds, 1e-9), trainer.epoch_seconds, _duration(eta))
+
+    def on_validation_end(self, trainer: Trainer) -> None:
+        if dist_utils.is_main_process():
+            value = trainer.metrics.get(trainer.monitor, math.nan)
+            log.info("epoch %d/%d  validation %s %.4f", trainer.epoch + 1, trainer.epochs, trainer.monitor, value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class DivergenceWatch(Callback):
+    """Warns once when an epoch's mean loss is far above its level over the first optimizer steps: a run that
+    diverges without reaching inf / NaN (which stops it) otherwise goes on silently at chance accuracy."""
+
+    early_steps, factor = 20, 3.0
+
+    def __init__(self) -> None:
+        self.early: list[float] = []
+        self.warned = False
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if len(self.early) < self.early_steps:
+            self.early.append(trainer.step_losses["loss"])
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if self.warned or len(self.early) < self.early_steps or not dist_utils.is_main_process():
+            return
+        level, loss = sum(self.early) / len(self.early), trainer.epoch_losses.get("loss", 0.0)
+        if loss > self.factor * level:
+            self.warned = True
+            log.warning("loss %.4g in epoch %d is %.1fx its level over the first %d steps (%.4g): training is "
+                        "probably diverging; try a lower optim.lr (now %g), sched.warmup_epochs or train.clip_grad",
+                        loss, trainer.epoch + 1, loss / level, self.early_steps, level, trainer.cfg.optim.lr)
+
+
 def default_callbacks(cfg) -> list[Callback]:
-    callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every)]
+    callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every),
+                                 DivergenceWatch()]
+    if cfg.train.progress and not sys.stderr.isatty():
+        callbacks.append(PlainProgress())
     if cfg.train.early_stop_patience:
         callbacks.append(EarlyStopping(cfg.train.early_stop_patience))
     if cfg.train.monitor_gradients:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,7 @@ class Trainer:
             self._call("on_step_end")
             if self.global_step >= self.total_updates:
                 break
+        self.epoch_batches = count
         self.epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}
         self.epoch_losses["loss"] = sum(self.epoch_losses.values())
         self.epoch_seconds = time.perf_counter() - start
@@ -378,12 +380,14 @@ class Trainer:
             last = self.run_dir / "checkpoints" / "last.pt"
             kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"loss is {value.item()} at epoch {self.epoch + 1} batch {batch_index} "
-                f"(optimizer step {self.global_step}); {kept}"
+                f"loss is {value.item()} at epoch {self.epoch + 1} batch {batch_index} (optimizer step "
+                f"{self.global_step}, lr {self.lr:.3g}); try a lower optim.lr, sched.warmup_epochs or train.clip_grad; "
+                f"{kept}"
             )
 
     def _progress(self, iterable, desc: str):
-        if not (self.cfg.train.progress and dist_utils.is_main_process()):
+        """A tqdm bar on a terminal; elsewhere (a log file) the PlainProgress callback prints one line per epoch."""
+        if not (self.cfg.train.progress and dist_utils.is_main_process() and sys.stderr.isatty()):
             return iterable
         from tqdm.auto import tqdm
 

@@ -198,7 +198,9 @@ class Task:
     #: ``--postprocess`` choices: extra steps in the exported graph a consumer may want (e.g. softmax).
     onnx_postprocess: ClassVar[tuple[str, ...]] = ("none",)
     #: Parity checks between the torch model and the exported file: ``{name: ("<=" | ">=", limit)}``.
-    onnx_parity_limits: ClassVar[dict[str, tuple[str, float]]] = {"max_abs_diff": ("<=", 1e-4)}
+    #: Default: the largest |torch - onnx| over the output's scale, max(1, largest |torch|), so a model whose
+    #: logits are in the thousands is held to the same relative float32 precision as one near 1.
+    onnx_parity_limits: ClassVar[dict[str, tuple[str, float]]] = {"max_diff_vs_scale": ("<=", 1e-4)}
     #: Input axes that vary between calls besides the batch: ``{axis: name}`` (e.g. height and width).
     onnx_dynamic_axes: ClassVar[dict[int, str]] = {}
     #: Whether the graph takes a batch (``(N, 3, H, W)``) or one image (detection: ``(3, H, W)``).
@@ -227,7 +229,24 @@ class Task:
     def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
         """How far the exported file's outputs are from the torch module's on the same inputs (both by output
         name); the keys are those of :attr:`onnx_parity_limits`."""
-        return {"max_abs_diff": max(float((reference[k].float() - exported[k].float()).abs().max()) for k in reference)}
+        diff = max(float((reference[k].float() - exported[k].float()).abs().max()) for k in reference)
+        scale = max(1.0, *(float(reference[k].float().abs().max()) for k in reference))
+        return {"max_diff_vs_scale": diff / scale, "max_abs_diff": diff}
+
+    def set_export_size(self, size: tuple[int, int]) -> None:
+        """``export --image-size H W``. A graph with free height / width (:attr:`onnx_dynamic_axes`) is only traced
+        at that size. A fixed-size graph takes that size, so the config stored with the file must make its
+        preprocessing produce it: ``data.image_size`` becomes H (square crops: H = W) and ``data.resize`` scales
+        with it."""
+        d = self.cfg.data
+        if self.onnx_dynamic_axes or not hasattr(d, "image_size") or (size[0], size[1]) == (d.image_size,) * 2:
+            return
+        if size[0] != size[1]:
+            raise UserError(f"--image-size {size[0]} {size[1]}: task {self.name} takes square inputs "
+                            "(data.image_size); give H = W")
+        if getattr(d, "resize", None) is not None:
+            d.resize = round(d.resize * size[0] / d.image_size)
+        d.image_size = size[0]
 
     def preprocessing(self, model: nn.Module) -> dict[str, Any]:
         """What a consumer of the exported file does to an RGB image before the graph (stored in its metadata,

@@ -1,6 +1,8 @@
 """Classification task pieces against independent references: hand-computed metrics,
 torchvision's ResNet logits, a hook-based Grad-CAM."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,19 @@ def test_default_demo_reaches_98_percent(tmp_path):
     assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "ort")]) == 0
     assert json.loads((tmp_path / "ort/report.json").read_text())["top1"] == metrics["top1"]
     print("INT8 (demo classifier):", json.dumps(info["int8"]))
+
+
+@pytest.mark.slow
+def test_readme_library_snippet_runs_and_trains_sensibly(tmp_path, monkeypatch):
+    """README "As a library", as written (in a scratch folder: it writes runs/ where it is run)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## As a library"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["metrics"]["top1"] >= 0.9  # a deeper ResNet on the digits, 2 epochs: not a diverged run
+    assert (tmp_path / "runs/classification/resnet32_digits/report.json").is_file()
+    assert [tuple(f.shape[1:]) for f in scope["features"].values()] == [(512, 28, 28), (1024, 14, 14), (2048, 7, 7)]

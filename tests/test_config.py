@@ -245,3 +245,12 @@ def test_renamed_key_reads_under_its_new_name_with_a_warning(caplog):
 def test_string_keys_take_yaml_words_as_text():
     cfg = load_config("classification", ["name=true", "data.classes=[yes, no, true]"])
     assert cfg.name == "true" and cfg.data.classes == ["yes", "no", "true"]
+
+
+def test_run_is_named_after_a_swapped_backbone():
+    """``model.backbone.name=resnet50`` on the digits config is not a ``resnet20_digits`` run."""
+    assert load_config("classification").name == "resnet20_digits"
+    assert load_config("classification", ["model.backbone.name=resnet50"]).name == "resnet50_digits"
+    assert load_config("segmentation", ["model.backbone.name=timm:resnet18"]).name == \
+        "fpn_smallresnet_shapes_timm-resnet18"
+    assert load_config("classification", ["model.backbone.name=resnet50", "name=mine"]).name == "mine"

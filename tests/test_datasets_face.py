@@ -142,6 +142,7 @@ def test_read_pairs_without_header_single_number_header_and_other_extension(tmp_
         ("Alice_Smith -1 Bob_Jones 1", ["pairs.txt:3", "'-1'"]),
         ("Alice_Smith 1 9", ["pairs.txt:3", "image not found", "Alice_Smith_0009.jpg"]),
         ("Alice_Smith 1 Dave_Nobody 1", ["pairs.txt:3", "image not found", "Dave_Nobody_0001.jpg"]),
+        ("Alice_Smith 1 Alice_Smith 2", ["pairs.txt:3", "names 'Alice_Smith' twice"]),  # a label-swapped line
     ],
 )
 def test_bad_pair_lines_name_the_file_line_and_culprit(tmp_path, lfw, line, names):

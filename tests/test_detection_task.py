@@ -39,6 +39,9 @@ def test_eval_predictions_file_reproduces_the_report(run, tmp_path, capsys):
     report = json.loads((run / "report.json").read_text())
     for key in ("bbox_AP", "bbox_AP50", "voc07_mAP50", "voc12_mAP50"):
         assert again[key] == pytest.approx(report[key], abs=1e-12)
+    protocol = (tmp_path / "eval/protocol.md").read_text()
+    assert "no model ran here" in protocol and "ran through the model" not in protocol
+    assert "ran through the model alone" in (run / "protocol.md").read_text()
 
 
 def test_eval_checkpoint_reproduces_the_report(run, tmp_path):

@@ -75,6 +75,43 @@ def test_ddp_report_describes_the_saved_model_and_every_launch_exits_cleanly(tin
             assert float(a["prob"]) == pytest.approx(float(b["prob"]), rel=1e-5, abs=1e-6), a["image"]
 
 
+def _launch_two_nodes(args):
+    """``torchrun --nnodes 2 --nproc_per_node 1`` twice, as two machines would, meeting at a c10d rendezvous on
+    127.0.0.1 (README "Several machines"); both exit 0; returns their stdout."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def node(rank):
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+                "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=resvision-test",
+                str(ROOT / "tools/train.py"), "--task", "classification", *args]
+
+    procs = [subprocess.Popen(node(rank), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return "".join(out for out, _ in outs)
+
+
+def test_two_nodes_train_into_one_run_and_resume(tiny_folder, tmp_path):
+    """Two nodes of one process each: global rank 0 alone claims the run directory and writes checkpoints and the
+    report (one run, no "-2" twin), and ``--resume`` on both nodes continues from the saved checkpoint."""
+    run = tmp_path / "run"
+    out = _launch_two_nodes(tiny_overrides(tiny_folder, run, "train.epochs=1", "train.batch_size=4"))
+    assert out.count("run directory:") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    first = load_checkpoint(run / "checkpoints/last.pt")
+    assert json.loads((run / "report.json").read_text())["num_samples"] == 9
+    _launch_two_nodes(["--resume", *tiny_overrides(tiny_folder, run, "train.epochs=2", "train.batch_size=4")])
+    resumed = load_checkpoint(run / "checkpoints/last.pt")
+    assert resumed["epoch"] == first["epoch"] + 1 and resumed["global_step"] == 2 * first["global_step"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 @pytest.mark.slow
 def test_repeated_torchrun_launches_all_exit_cleanly(tiny_folder, tmp_path):
     """4 of 22 two-process runs once aborted at exit (rank 1 left with the process group alive,

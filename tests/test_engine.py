@@ -1,6 +1,10 @@
 """The shared engine: exact resume, divergence, fine-tuning policy, checkpoints, run directory."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,7 +87,54 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_folder
         trainer.fit()
     message = str(err.value)
     assert "nan" in message and "optimizer step 4" in message and "last.pt" in message and "\n" not in message
+    assert f"lr {trainer.lr:.3g}" in message and "lower optim.lr" in message  # the rate it happened at, what to try
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["epoch"] == 1  # written after epoch 1, untouched
+
+
+class ScaleLossFrom(Callback):
+    """From optimizer step ``step`` on, report the loss ``factor`` x higher, as a diverging run would."""
+
+    def __init__(self, step, factor):
+        self.step, self.factor = step, factor
+
+    def on_step_end(self, trainer):
+        if trainer.global_step >= self.step:
+            trainer.step_losses["loss"] *= self.factor
+
+    def on_epoch_end(self, trainer):
+        if trainer.global_step >= self.step:
+            trainer.epoch_losses["loss"] *= self.factor
+
+
+@pytest.mark.parametrize("factor, warned", [(10.0, True), (1.0, False)])
+def test_a_loss_far_above_its_early_level_is_warned_about_once(tiny_folder, tmp_path, caplog, factor, warned):
+    from resvision.engine.callbacks import DivergenceWatch
+
+    steps = DivergenceWatch.early_steps
+    trainer = make_trainer(tiny_folder, tmp_path / "run", "train.epochs=8", "train.batch_size=4",
+                           callbacks=[ScaleLossFrom(steps + 1, factor)])
+    trainer.callbacks.insert(0, trainer.callbacks.pop())  # scale before the watch reads the losses
+    with caplog.at_level("WARNING", logger="resvision"):
+        trainer.fit()
+    warnings = [r.getMessage() for r in caplog.records if "probably diverging" in r.getMessage()]
+    assert len(warnings) == (1 if warned else 0)  # once, not every epoch
+    if warned:
+        assert "optim.lr (now 0.05)" in warnings[0]
+
+
+def test_a_log_file_gets_one_plain_line_per_epoch_instead_of_a_bar(tiny_folder, tmp_path):
+    """stderr redirected (not a terminal): no tqdm redraws (carriage returns), one line per epoch with ETA."""
+    log = tmp_path / "train.log"
+    with open(log, "w") as stream:
+        subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "tools/train.py"), "--task",
+                        "classification", *tiny_overrides(tiny_folder, tmp_path / "run", "train.progress=true")],
+                       stdout=stream, stderr=subprocess.STDOUT, check=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = log.read_text()
+    assert "\r" not in text
+    epochs = [line for line in text.splitlines() if " loss " in line and " ETA " in line]
+    assert len(epochs) == 2 and "epoch 1/2" in epochs[0] and "img/s" in epochs[0]
+    assert sum("validation top1" in line for line in text.splitlines()) == 2
 
 
 def test_resume_without_checkpoint_is_an_error(tiny_folder, tmp_path):

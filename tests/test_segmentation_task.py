@@ -92,7 +92,7 @@ def test_auxiliary_head_is_torchvisions_fcn_head_on_the_stride_16_map():
     cfg = load_config("segmentation", ["model.aux_weight=0.4", "model.loss={ce: 1.0, dice: 0.5}"])
     task = SegmentationTask(cfg)
     with torch.no_grad():  # eval mode: no dropout, so the reference forward gives the same logits
-        got = task.training_step(model, (x, masks, None))
+        got = task.training_step(model, (x, masks, None, None))
         ref = task.loss(aux, masks)
     assert set(got) == {"loss_ce", "loss_dice", "loss_aux_ce", "loss_aux_dice"}
     assert got["loss_aux_ce"].item() == pytest.approx(0.4 * ref["loss_ce"].item(), rel=1e-6)
@@ -243,9 +243,10 @@ def test_report_metrics_tables_and_plots(run):
     matrix = np.loadtxt(run / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 5))
     assert matrix.sum() == report["num_pixels"]
     assert report["pixel_acc"] == pytest.approx(np.trace(matrix) / matrix.sum())
-    protocol = (run / "protocol.md").read_text()
-    assert "Predictions: argmax of the logits; each image alone at its own size, padded" in protocol
-    assert "to the next multiple of 32 px" in protocol
+    protocol = (run / "protocol.md").read_text()  # the default: sliding windows of the training crop, + flip
+    assert "Predictions: argmax of the logits; each image alone in sliding 128x128 windows every 64 px" in protocol
+    assert "padded bottom / right with 0 (the mean colour after normalisation) to the next multiple of 32" in protocol
+    assert "flipped back" in protocol
 
 
 def test_eval_checkpoint_reproduces_the_report_and_sliding_window_runs(run, tmp_path):
@@ -399,12 +400,20 @@ def test_eval_is_the_same_per_pixel_at_every_batch_size_and_equals_predict(mixed
     root, run = mixed_run
     checkpoint = str(run / "checkpoints/last.pt")
     matrices = []
-    for batch in (1, 3, 7):
+    for batch in (1, 3, 7):  # the run's inference (sliding windows, flip)
         out = tmp_path / f"b{batch}"
         assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), f"train.batch_size={batch}"]) == 0
         matrices.append(_matrix(out))
     assert np.array_equal(matrices[0], matrices[1]) and np.array_equal(matrices[0], matrices[2])
     assert np.array_equal(_matrix(run), matrices[0])  # training-time validation (batch 2) too
+    whole = []
+    for batch in (1, 7):  # whole-image inference, where the batch's padding leaked in before
+        out = tmp_path / f"w{batch}"
+        assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), f"train.batch_size={batch}",
+                     "model.inference.mode=whole", "model.inference.flip=false"]) == 0
+        whole.append(_matrix(out))
+    assert np.array_equal(whole[0], whole[1])
+    assert "each image alone at its own size, padded" in (tmp_path / "w7/protocol.md").read_text()
     assert main(["predict", "--checkpoint", checkpoint, "--output", str(tmp_path / "p"), str(root / "val/images")]) == 0
     predicted = np.zeros((3, 3), np.int64)
     for r in json.loads((tmp_path / "p/predictions.json").read_text()):

@@ -49,11 +49,18 @@ class ClassificationDataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"gt": 0})
     hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={"gt": 0, "le": 1})
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={"gt": 0, "le": 1, "range": True})
     color_jitter: float = field(default=0.4, metadata={"ge": 0, "le": 1})
     mixup: float = field(default=0.0, metadata={"ge": 0})  # Beta(alpha, alpha); 0 = off
     cutmix: float = field(default=0.0, metadata={"ge": 0})
     on_bad_image: Literal["skip", "error"] = "skip"  # every image is decoded once before training
+
+    def validate(self) -> None:
+        """Cross-field checks (the loader prefixes ``data.``)."""
+        if self.resize is not None and self.resize < self.image_size:
+            raise ConfigError(f"resize={self.resize} is smaller than data.image_size={self.image_size}: evaluation "
+                              f"resizes, then centre-crops image_size; set data.resize >= {self.image_size} (or null: "
+                              "image_size / 0.875)")
 
 
 class IndexedDataset(Dataset):

@@ -289,6 +289,7 @@ class DetectionEvaluator(Evaluator):
             raise DataError(f"{path}: expected a JSON list of COCO results with keys {sorted(keys)}")
         check_results(self.coco_gt, results)
         self.results, self.image_ids, self._cache = results, sorted(self._gt_image_ids), None
+        self.source = f"the results file {path} (no model ran here: its detections were scored as they are)"
 
     def evaluation(self) -> DetectionEvaluation:
         """The full evaluation of the accumulated state (cached until the state changes)."""
@@ -311,7 +312,7 @@ class DetectionEvaluator(Evaluator):
         (run_dir / "detections.json").write_text(json.dumps(self.results))
         (run_dir / "coco_eval.txt").write_text(ev.coco_summary)
         (run_dir / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
-        (run_dir / "protocol.md").write_text(_protocol_markdown(ev.metrics))
+        (run_dir / "protocol.md").write_text(_protocol_markdown(ev.metrics, getattr(self, "source", None)))
         with open(run_dir / "per_class_ap.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["class", "category_id", "num_gt", "num_ignored", "num_detections",
@@ -328,13 +329,14 @@ def _fmt(x: float) -> str:
     return "" if math.isnan(x) else f"{x:.4f}"
 
 
-def _protocol_markdown(metrics: dict[str, float]) -> str:
+def _protocol_markdown(metrics: dict[str, float], source: str | None = None) -> str:
     lines = ["# Detection evaluation protocol", "", "| key | value | meaning |", "|---|---|---|"]
     for key, meaning in PROTOCOL.items():
         value = f"{metrics[key]:.4f}" if key in metrics else ""
         lines.append(f"| {key} | {value} | {meaning} |")
-    lines += ["", f"Images scored: {int(metrics['num_images'])}; detections: {int(metrics['num_detections'])}. Each "
-              "image ran through the model alone (batch 1, as torchvision's reference evaluates).",
+    how = (f"Detections from {source}." if source else
+           "Each image ran through the model alone (batch 1, as torchvision's reference evaluates).")
+    lines += ["", f"Images scored: {int(metrics['num_images'])}; detections: {int(metrics['num_detections'])}. {how}",
               "Per-class numbers: per_class_ap.csv (num_gt counts non-difficult, non-crowd boxes).", ""]
     return "\n".join(lines)
 

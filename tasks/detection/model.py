@@ -123,6 +123,13 @@ class DetectorSettings:
     box_nms_thresh: float = field(default=0.5, metadata={"ge": 0, "le": 1})
     box_detections_per_img: int = field(default=100, metadata={"ge": 1})
 
+    def validate(self) -> None:
+        """Cross-field checks (the config loader prefixes ``model.``)."""
+        if self.max_size < self.min_size:
+            raise ConfigError(f"max_size={self.max_size} is smaller than model.min_size={self.min_size}: the shorter "
+                              f"side is resized to min_size unless the longer would exceed max_size; set "
+                              f"model.max_size >= {self.min_size}")
+
 
 def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettings) -> FasterRCNN:
     """Faster R-CNN with FPN on ``body``.

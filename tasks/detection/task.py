@@ -51,7 +51,7 @@ class DetectionDataConfig:
     classes: list[str] | None = None
     keep_empty: bool = True  # images without objects stay in training as negatives
     hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2], metadata={"gt": 0})
+    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2], metadata={"gt": 0, "range": True})
     color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
     # Boxes cut below this visible fraction by augmentation are dropped.
     min_visibility: float = field(default=0.3, metadata={"ge": 0, "le": 1})

@@ -21,7 +21,7 @@ from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig
 from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
                          synthetic_faces_dataset)
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError, DataError, UserError
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import FaceEvaluator
 from .margin import build_margin
@@ -165,6 +165,9 @@ class FaceTask(Task):
         val = FaceEvalSet.build(self.transforms(False), pairs=src["pairs"], pairs_root=src["pairs_root"],
                                 pairs_ext=src["pairs_ext"], bin_file=src["bin"], gallery=src["gallery"])
         _check_pairs(val, src["bin"] or src["pairs"])
+        log.info("face data: %s%d evaluation images (%d pairs, %d gallery people)",
+                 f"{len(train)} train images of {len(classes)} people / " if train is not None else "", len(val),
+                 0 if val.pairs is None else len(val.pairs), 0 if val.gallery is None else len(val.gallery))
         val.verify(progress=self.cfg.train.progress)
         return FaceDataInfo(train, val, classes, skipped)
 
@@ -209,6 +212,12 @@ class FaceTask(Task):
     def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
         cosine = min(float(F.cosine_similarity(reference[k].float(), exported[k].float(), dim=1).min()) for k in reference)
         return {"min_cosine": cosine}
+
+    def set_export_size(self, size: tuple[int, int]) -> None:
+        side = self.cfg.data.image_size
+        if tuple(size) != (side, side):
+            raise UserError(f"--image-size {size[0]} {size[1]}: a face model's input size is fixed at {side}x{side} "
+                            "(data.image_size: its embedding layer reads the final feature map whole)")
 
     def preprocessing(self, model: nn.Module) -> dict[str, Any]:
         return {**super().preprocessing(model), "aligned": "faces aligned to the ArcFace 112x112 template "

@@ -89,7 +89,7 @@ class SegmentationDataConfig:
     ignore_colors: list[list[int]] = field(default_factory=list)  # RGB mask colours read as ignore_index
     ignore_index: int = field(default=255, metadata={"ge": 0})
     crop_size: int = field(default=512, metadata={"ge": 8})  # training crop (square)
-    scale: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"gt": 0})  # random rescale range
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"gt": 0, "range": True})  # rescale range
     hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
     color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
 
@@ -170,8 +170,6 @@ class SegmentationTask(Task):
 
     def transforms(self, train: bool):
         d = self.cfg.data
-        if len(d.scale) != 2 or d.scale[0] > d.scale[1]:
-            raise ConfigError(f"data.scale must be [low, high] with low <= high, got {d.scale}")
         return segmentation_transforms(train, crop_size=d.crop_size, scale=tuple(d.scale), hflip=d.hflip,
                                        color_jitter=d.color_jitter, ignore_index=d.ignore_index)
 
