@@ -51,6 +51,31 @@ class Comparison:
     windows: int
 
 
+    @property
+    def noisy(self) -> bool:
+        """The rounds disagree by more than ±10 % around the ratio: a figure not to quote as a result."""
+        return self.low < 0.9 * self.ratio or self.high > 1.1 * self.ratio
+
+    def cell(self, target: float | None = None) -> str:
+        """``**ratio** (round ratios min–max)``, then ``noisy`` or the target's verdict."""
+        text = f"**{self.ratio:.3f}** ({self.low:.2f}–{self.high:.2f})"
+        if self.noisy:
+            return text + " noisy"
+        return text + (f" (target ≥ {target}: {'met' if self.ratio >= target else '**not met**'})" if target else "")
+
+
+def alone(code: str, env: dict[str, str] | None = None, timeout: int = 900) -> float:
+    """Rate printed (as its last line) by ``code`` run in a fresh Python process (with ``env`` added to the
+    environment): a variant measured as a user runs it, with no other engine, compiled model or thread pool in its
+    process."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True,
+                         env={**os.environ, **(env or {})})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def compare(rates: dict[str, list[float]], a: str, b: str) -> Comparison:
     """Median of ``a``'s windows / median of ``b``'s, plus the ratios of the two windows of each round."""
     pairs = [x / y for x, y in zip(rates[a], rates[b], strict=True)]

@@ -137,3 +137,15 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: cannot read checkpoint {bad}")
 
+
+
+def test_results_script_reruns_seeds_and_prints_the_readme_row(tiny_folder, tmp_path):
+    """tools/results.py: one run per (threads, seed) in its own process, then the row with min–max per column."""
+    overrides = [o for o in tiny_overrides(tiny_folder, tmp_path / "unused") if not o.startswith("output=")]
+    out = subprocess.run([sys.executable, str(ROOT / "tools/results.py"), "--task", "classification", "--seeds", "0",
+                          "1", "--threads", "1", "--output", str(tmp_path / "runs"), *overrides],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    reports = [json.loads((tmp_path / f"runs/t1_seed{s}/report.json").read_text()) for s in (0, 1)]
+    top1 = sorted(r["top1"] for r in reports)
+    row = next(line for line in out.splitlines() if line.startswith("| classification | top1 |"))
+    assert f"{top1[0]:.3f}–{top1[1]:.3f}" in row and "s wall" in row

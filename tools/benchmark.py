@@ -15,7 +15,10 @@ in ONNX Runtime vs eager torch, with ONNX Runtime's per-operator profile).
 
 Method (``benchmarks/measure.py``): the variants being compared run in alternating windows
 (A, B, A, B, ...) after discarded warm-up windows, so slow drifts of the machine hit both sides alike;
-each side's figure is the median of its windows' throughputs. Helpers live in ``benchmarks/``.
+each side's figure is the median of its windows' throughputs. Each section runs in a fresh process (``trainer``
+and ``reference`` share one: they share windows), because a process's history changes its speed: glibc's
+allocator state alone moved eager ResNet-50 between 13 and 20 img/s (docs/benchmarks.md, "Deploy"). Helpers live
+in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -343,19 +348,44 @@ RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambd
            "deploy": bench_deploy}
 
 
+SHARED_WINDOWS = ({"trainer", "reference"},)  # sections computed from one alternation: one process for both
+
+
+def _in_fresh_process(names: list[str], quick: bool) -> tuple[list[str], list[str]]:
+    """Run ``names`` (one section, or sections that share windows) in a new process: ``(sections, failed)``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sections.json"
+        subprocess.run([sys.executable, __file__, *(["--quick"] if quick else []), *(f"--only={n}" for n in names),
+                        "--sections-json", str(out)], check=False)
+        if not out.is_file():  # the child died before writing (killed, out of memory)
+            return [f"## {n}\n\nFailed: the section's process ended without a result." for n in names], names
+        result = json.loads(out.read_text())
+    return result["sections"], result["failed"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, help="write the markdown report here (default: print only)")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller windows: a sanity run, not figures to quote")
     parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--sections-json", type=Path, help=argparse.SUPPRESS)  # a child of _in_fresh_process
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     os.environ.setdefault("RESVISION_OFFLINE", "1")
     settings, started, t0 = Settings(args.quick), datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     load_start = os.getloadavg()[0]
     sections, failed = [], []
-    for name in dict.fromkeys(args.only or BENCHMARKS):
+    names = list(dict.fromkeys(args.only or BENCHMARKS))
+    groups = [[n for n in names if n in shared] for shared in SHARED_WINDOWS if shared & set(names)]
+    groups += [[n] for n in names if not any(n in shared for shared in SHARED_WINDOWS)]
+    if len(groups) > 1 and not args.sections_json:
+        for group in sorted(groups, key=lambda g: names.index(g[0])):
+            got, bad = _in_fresh_process(group, args.quick)
+            sections += got
+            failed += bad
+        names = []
+    for name in names:
         cpu, start = cpu_seconds(), time.perf_counter()
         try:
             section = RUNNERS[name](settings)
@@ -368,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))
+    if args.sections_json:
+        args.sections_json.write_text(json.dumps({"sections": sections, "failed": failed}))
+        return 1 if failed else 0
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
     header = machine_header(command, started, time.perf_counter() - t0, (load_start, os.getloadavg()[0]))
     if args.output:
