@@ -28,3 +28,13 @@ def test_alternating_windows_median_and_ratio():
     assert (c.a, c.b, c.ratio, c.windows) == (5.0, 10.0, 0.5, 3)
     # round-by-round ratios: 10/10 = 1, 2/20 = 0.1, 5/2.5 = 2 -> median 1, range 0.1-2
     assert (c.round_median, c.low, c.high) == pytest.approx((1.0, 0.1, 2.0))
+
+
+def test_a_ratio_whose_rounds_disagree_is_marked_noisy():
+    """±10 % around the ratio of the medians: inside is a figure, outside is noise (docs/benchmarks.md)."""
+    from resvision.benchmarks.measure import compare
+
+    steady = compare({"a": [10.0, 10.5, 9.8], "b": [5.0, 5.0, 5.0]}, "a", "b")
+    shaky = compare({"a": [10.0, 13.0, 8.0], "b": [5.0, 5.0, 5.0]}, "a", "b")
+    assert not steady.noisy and "noisy" not in steady.cell(1.5) and "target ≥ 1.5: met" in steady.cell(1.5)
+    assert shaky.noisy and shaky.cell(1.5).endswith("noisy")

@@ -139,6 +139,7 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
 
 
 
+@pytest.mark.slow  # two training processes, ~20 s
 def test_results_script_reruns_seeds_and_prints_the_readme_row(tiny_folder, tmp_path):
     """tools/results.py: one run per (threads, seed) in its own process, then the row with min–max per column."""
     overrides = [o for o in tiny_overrides(tiny_folder, tmp_path / "unused") if not o.startswith("output=")]

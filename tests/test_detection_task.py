@@ -50,6 +50,29 @@ def test_eval_checkpoint_reproduces_the_report(run, tmp_path):
     assert again["bbox_AP"] == pytest.approx(json.loads((run / "report.json").read_text())["bbox_AP"], abs=1e-9)
 
 
+def test_eval_reads_only_the_val_split(run, tmp_path):
+    """The training files may be gone: COCO with only the val JSON, VOC with only val.txt."""
+    import shutil
+
+    from resvision.datasets.shapes import shapes_dataset
+
+    root = shapes_dataset()
+    ckpt = str(run / "checkpoints/last.pt")
+    assert main(["eval", "--checkpoint", ckpt, "--output", str(tmp_path / "coco"), "data.format=coco",
+                 f"data.val_annotations={root / 'annotations/instances_val.json'}", f"data.val_images={root / 'images/val'}",
+                 f"data.train_annotations={tmp_path / 'absent.json'}", f"data.train_images={tmp_path / 'absent'}"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert json.loads((tmp_path / "coco/report.json").read_text())["bbox_AP"] == pytest.approx(report["bbox_AP"], abs=1e-9)
+    voc = tmp_path / "VOC"
+    shutil.copytree(root / "VOC", voc)
+    for stem in (voc / "ImageSets/Main/train.txt").read_text().split():
+        (voc / f"Annotations/{stem}.xml").unlink()
+    (voc / "ImageSets/Main/train.txt").unlink()
+    assert main(["eval", "--checkpoint", ckpt, "--output", str(tmp_path / "voc"), "data.format=voc", f"data.root={voc}",
+                 "data.classes=[circle, square, triangle]"]) == 0
+    assert json.loads((tmp_path / "voc/report.json").read_text())["num_images"] == report["num_images"]
+
+
 def test_predict_on_a_folder_writes_boxes_json_and_images(run, tmp_path, capsys):
     import shutil
 

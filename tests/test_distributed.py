@@ -98,6 +98,7 @@ def _launch_two_nodes(args):
     return "".join(out for out, _ in outs)
 
 
+@pytest.mark.slow  # four torchrun launches, ~25 s
 def test_two_nodes_train_into_one_run_and_resume(tiny_folder, tmp_path):
     """Two nodes of one process each: global rank 0 alone claims the run directory and writes checkpoints and the
     report (one run, no "-2" twin), and ``--resume`` on both nodes continues from the saved checkpoint."""

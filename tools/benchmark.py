@@ -103,7 +103,7 @@ def _compare_table(rows: list[tuple[str, str, str, Comparison, float | None]]) -
     for case, a, b, c, target in rows:
         met = "" if not targets else " – |" if target is None else f" ≥ {target}: {'met' if c.ratio >= target else '**not met**'} |"
         lines.append(f"| {case} | {a} | {b} | {c.a:.2f} | {c.b:.2f} | **{c.ratio:.3f}** | "
-                     f"{c.round_median:.3f} ({c.low:.3f}–{c.high:.3f}) | {c.windows} |{met}")
+                     f"{c.round_median:.3f} ({c.low:.3f}–{c.high:.3f}){' noisy' if c.noisy else ''} | {c.windows} |{met}")
     return lines
 
 
@@ -311,7 +311,8 @@ def machine_header(command: str, started: datetime.datetime, seconds: float, loa
             "variants run in alternating windows (A, B, A, B, ... with warm-up windows discarded); a side's "
             "throughput is the median of its windows and **A ÷ B** is median ÷ median. 'Round ratios' are the ratios "
             "of the two windows of each round: their median is a second estimate that cancels slow drifts of the "
-            "machine, their range shows the window-to-window noise. A difference smaller than that noise is a tie; "
+            "machine, their range shows the window-to-window noise; `noisy` marks a ratio whose rounds stray more than ±10 % "
+            "from it (not a figure to quote). A difference smaller than that noise is a tie; "
             "the `bare copy ÷ bare` rows (two identical loops) show how far from 1 a ratio lands by chance alone. "
             "Throughputs are of this machine only; ratios carry over better. Each section ends with the command "
             "that reproduces it, and says how much CPU other processes took meanwhile.", ""]

@@ -103,17 +103,21 @@ class DetectionTask(Task):
         return load_voc(d.root, d.train_split if split == "train" else d.val_split, classes=d.classes, keep_empty=keep)
 
     def build_datasets(self, training: bool = True) -> DetectionDataInfo:
+        """Training: both splits. Evaluation: the val split alone, so a checkpoint evaluates where its training
+        files are absent (the class count is checked against the checkpoint's)."""
         d = self.cfg.data
-        train, val = self.load_data("train"), self.load_data("val")
-        if train.classes != val.classes:
+        val = self.load_data("val")
+        train = self.load_data("train") if training else None
+        if train is not None and train.classes != val.classes:
             raise ConfigError(f"train and val class lists differ: {train.classes} vs {val.classes}")
-        log.info("detection data: %d train / %d val images, %d classes", len(train.samples), len(val.samples), len(train.classes))
+        log.info("detection data: %s%d val images, %d classes", f"{len(train.samples)} train / " if train else "",
+                 len(val.samples), len(val.classes))
         augment = detection_transforms(True, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
                                        color_jitter=d.color_jitter, min_visibility=d.min_visibility)
         seed = self.cfg.train.seed
-        return DetectionDataInfo(train=DetectionDataset(train, augment, train=True, seed=seed),
+        return DetectionDataInfo(train=DetectionDataset(train, augment, train=True, seed=seed) if train else None,
                                  val=DetectionDataset(val, detection_transforms(False), train=False, seed=seed),
-                                 classes=list(train.classes), category_ids=list(train.category_ids), val_gt=val)
+                                 classes=list(val.classes), category_ids=list(val.category_ids), val_gt=val)
 
     def collate_fn(self):
         return detection_collate
