@@ -149,6 +149,12 @@ def test_eval_reproduces_the_report_and_reads_a_bin(run, cache, tmp_path):
     from_bin = json.loads((tmp_path / "b/report.json").read_text())
     assert from_bin["verif_acc"] == pytest.approx(report["verif_acc"], abs=1e-12)
     assert from_bin["roc_auc"] == pytest.approx(report["roc_auc"], abs=1e-9)
+    # evaluating a .bin reads only the .bin: an empty cache stays empty (the built-in people are not written)
+    empty = tmp_path / "empty_cache"
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "c"),
+                 f"data.bin={bin_file}", f"data.root={empty}"]) == 0
+    assert not empty.exists() or not any(empty.iterdir())
+    assert json.loads((tmp_path / "c/report.json").read_text())["verif_acc"] == from_bin["verif_acc"]
 
 
 def test_predict_compares_two_faces_at_the_checkpoint_threshold(run, cache, tmp_path):

@@ -96,16 +96,17 @@ class FaceTask(Task):
         d = self.cfg.data
         return face_transforms(train, d.image_size, mean=d.mean, std=d.std, hflip=d.hflip, color_jitter=d.color_jitter)
 
-    def _sources(self) -> dict[str, Any]:
+    def _sources(self, training: bool = True) -> dict[str, Any]:
         """Paths of the training folders, the verification set (pairs.txt + image root + extension, or .bin)
-        and the gallery, by format; checked before anything is read."""
+        and the gallery, by format; checked before anything is read. The built-in people are written only when
+        something reads them: training, or an evaluation without a pairs file or .bin of its own."""
         d = self.cfg.data
         if d.pairs is not None and d.bin is not None:
             raise ConfigError("data.pairs and data.bin are both set: give one verification set (data.pairs=null to "
                               "evaluate on the .bin)")
         src = {"train": d.train, "pairs": d.pairs, "bin": d.bin, "gallery": d.gallery, "pairs_ext": d.pairs_ext,
                "pairs_root": d.pairs_root or (Path(d.pairs).parent if d.pairs else None)}
-        if d.format == "synthetic":
+        if d.format == "synthetic" and (training or (d.pairs is None and d.bin is None)):
             root = synthetic_faces_dataset(d.root)
             src["train"] = d.train or root / "train"
             if d.pairs is None and d.bin is None:  # the built-in verification set and its people as the gallery
@@ -152,7 +153,7 @@ class FaceTask(Task):
     def build_datasets(self, training: bool = True) -> FaceDataInfo:
         """Training identities (listed only when training: evaluation takes the identity count from the
         checkpoint) and the evaluation set, every image of which is decoded once up front."""
-        d, src = self.cfg.data, self._sources()
+        d, src = self.cfg.data, self._sources(training)
         if d.align:
             src = self._aligned(src, training)
         train, classes, skipped = None, [], []
