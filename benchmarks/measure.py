@@ -71,8 +71,11 @@ def alone(code: str, env: dict[str, str] | None = None, timeout: int = 900) -> f
     import subprocess
     import sys
 
+    import torch
+
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}  # the thread count the caller measures with
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True,
-                         env={**os.environ, **(env or {})})
+                         env={**os.environ, **threads, **(env or {})})
     return float(out.stdout.strip().splitlines()[-1])
 
 

@@ -156,7 +156,8 @@ class PlainProgress(Callback):
             return
         done = trainer.epoch + 1 - self.first
         eta = (time.perf_counter() - self.start) / max(done, 1) * (trainer.epochs - trainer.epoch - 1)
-        images = trainer.epoch_batches * trainer.cfg.train.batch_size * dist_utils.world_size()
+        per_rank = min(trainer.epoch_batches * trainer.cfg.train.batch_size, len(trainer.train_sampler))  # last: partial
+        images = per_rank * dist_utils.world_size()
         log.info("epoch %d/%d  step %d  loss %.4f  lr %.3g  %.1f img/s  %.1f s  ETA %s", trainer.epoch + 1,
                  trainer.epochs, trainer.global_step, trainer.epoch_losses.get("loss", math.nan), trainer.lr,
                  images / max(trainer.epoch_seconds, 1e-9), trainer.epoch_seconds, _duration(eta))

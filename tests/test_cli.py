@@ -144,7 +144,7 @@ def test_results_script_reruns_seeds_and_prints_the_readme_row(tiny_folder, tmp_
     """tools/results.py: one run per (threads, seed) in its own process, then the row with min–max per column."""
     overrides = [o for o in tiny_overrides(tiny_folder, tmp_path / "unused") if not o.startswith("output=")]
     out = subprocess.run([sys.executable, str(ROOT / "tools/results.py"), "--task", "classification", "--seeds", "0",
-                          "1", "--threads", "1", "--output", str(tmp_path / "runs"), *overrides],
+                          "1", *overrides[:3], "--threads", "1", *overrides[3:], "--output", str(tmp_path / "runs")],
                          capture_output=True, text=True, timeout=600, check=True).stdout
     reports = [json.loads((tmp_path / f"runs/t1_seed{s}/report.json").read_text()) for s in (0, 1)]
     top1 = sorted(r["top1"] for r in reports)

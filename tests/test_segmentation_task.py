@@ -311,6 +311,9 @@ def test_backbone_from_a_detection_or_classification_checkpoint(tmp_path):
      "model.loss={ce: 1.0, dice: 0.5}"],
     ["model.decoder=deeplabv3plus", "model.decoder_channels=[16]", "model.aux_weight=0.4"],
     ["model.decoder=deeplabv3", "model.decoder_channels=[16]", "model.backbone.name=timm:resnet18"],
+    # three stages (strides 4, 8, 16): already at DeepLabV3+'s output stride, so nothing is dilated
+    ["model.decoder=deeplabv3plus", "model.decoder_channels=[16]", "model.backbone.custom.layers=[1,1,1]",
+     "model.backbone.custom.widths=[8,8,16]", "model.backbone.out_features=[c1,c2,c3,c4]"],
 ])
 def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
     from resvision.config import load_config
@@ -337,9 +340,13 @@ def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
     (["train", "--task", "segmentation", "model.num_classes=7"], "model.num_classes=7"),
     # a dilation the backbone cannot honour, named before any data is read (the VOC root does not exist)
     (["train", "--task", "segmentation", "model.decoder=deeplabv3plus", "model.backbone.name=resnet20",
+      "model.backbone.out_features=null", "data.format=voc", "data.root=/no/such/voc"],
+     "model.decoder=deeplabv3plus needs a backbone of output stride 8"),
+    (["train", "--task", "segmentation", "model.backbone.output_stride=16", "model.backbone.name=resnet20",
       "data.format=voc", "data.root=/no/such/voc"], "model.backbone.output_stride=16: this network's deepest"),
     (["train", "--task", "segmentation", "model.decoder=deeplabv3", "model.backbone.name=timm:vit_tiny_patch16_224",
-      "data.format=voc", "data.root=/no/such/voc"], "model.backbone.output_stride=8: timm:vit_tiny_patch16_224"),
+      "model.backbone.out_features=null", "data.format=voc", "data.root=/no/such/voc"],
+     "model.backbone.output_stride=8: timm:vit_tiny_patch16_224"),
     (["train", "--task", "segmentation", "model.backbone.output_stride=4"], "model.backbone.output_stride: 4 is not"),
     (["train", "--task", "segmentation", "model.decoder=deeplabv3plus", "model.decoder_channels=[8,8]"],
      "[aspp_channels]"),

@@ -1,6 +1,7 @@
 """Reruns a task's default demo over seeds and thread counts and prints its README "Results" row.
 
 Usage: ``python tools/results.py --task segmentation [--seeds 0 1 2] [--threads 2 1] [--metrics mIoU] [key=value ...]``
+(overrides may stand anywhere)
 
 Each run is ``tools/train.py --task T train.seed=S`` in a fresh process with ``OMP_NUM_THREADS`` set, one after the
 other (run nothing else meanwhile: the 2-thread wall times are part of the row), into ``--output`` (default
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--metrics", nargs="+", help="report keys to tabulate (default: the task's main metric)")
     parser.add_argument("--output", type=Path, help="folder for the runs (default runs/results/<task>)")
-    args, overrides = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]  # anywhere, also after a list option
+    args = parser.parse_args([a for a in argv if a not in overrides])
     from resvision.tasks import get_task_class
 
     metrics = args.metrics or [get_task_class(args.task).main_metric]

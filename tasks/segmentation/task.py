@@ -59,8 +59,9 @@ class SegmentationModelConfig:
     # [aspp_channels]; None: smp's defaults
     decoder_channels: list[int] | None = field(default=None, metadata={"ge": 1})
     dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn: before the head; deeplab*: in ASPP
-    # > 0: an auxiliary FCN head on the stride-16 features (torchvision's aux classifier, MMSegmentation's
-    # auxiliary_head) trained with the same loss terms times this weight; training only (torchvision: 0.5).
+    # > 0: an auxiliary FCN head on the backbone's second-deepest feature (c4 of a ResNet: torchvision's aux
+    # classifier, MMSegmentation's auxiliary_head) trained with the same loss terms times this weight; training only
+    # (torchvision: 0.5).
     aux_weight: float = field(default=0.0, metadata={"ge": 0})
     # Classes including background; None: from the data.
     num_classes: int | None = field(default=None, metadata={"ge": 2})
@@ -131,15 +132,20 @@ class SegmentationTask(Task):
         if inference.mode == "slide" and inference.stride > inference.window:
             raise ConfigError(f"model.inference.stride={inference.stride} exceeds model.inference.window="
                               f"{inference.window}: tiles would leave gaps")
-        if self.backbone_config().output_stride is not None:  # a dilation the backbone cannot honour: before data
-            with torch.device("meta"):
-                build_backbone_from_config(dataclasses.replace(self.backbone_config(), pretrained=None))
+        m = cfg.model
+        if m.decoder in DEEPLAB_OUTPUT_STRIDE or m.backbone.output_stride is not None:
+            stride = _deepest_stride(self.backbone_config())  # a dilation the backbone cannot honour: before data
+            if m.decoder in DEEPLAB_OUTPUT_STRIDE and stride not in (8, 16):
+                raise ConfigError(f"model.decoder={m.decoder} needs a backbone of output stride 8 or 16; "
+                                  f"{m.backbone.name}'s deepest declared feature has stride {stride}")
 
     def backbone_config(self) -> BackboneConfig:
-        """``model.backbone`` with the DeepLabs' output stride filled in when unset (smp's defaults)."""
+        """``model.backbone``, dilated to smp's output stride for the DeepLabs (16 for V3+, 8 for V3) when
+        ``output_stride`` is unset and the backbone's own deepest stride is larger."""
         m = self.cfg.model
-        if m.decoder in DEEPLAB_OUTPUT_STRIDE and m.backbone.output_stride is None:
-            return dataclasses.replace(m.backbone, output_stride=DEEPLAB_OUTPUT_STRIDE[m.decoder])
+        default = DEEPLAB_OUTPUT_STRIDE.get(m.decoder)
+        if default and m.backbone.output_stride is None and _deepest_stride(m.backbone) > default:
+            return dataclasses.replace(m.backbone, output_stride=default)
         return m.backbone
 
     # ------------------------------------------------------------------ data
@@ -355,6 +361,14 @@ class SegmentationTask(Task):
             listed.append({k: v for k, v in r.items() if k != "mask"} | {"mask": mask_path.name,
                                                                         "overlay": overlay_path.name})
         return super().write_predictions(listed, out_dir, data) + written
+
+
+def _deepest_stride(backbone: BackboneConfig) -> int:
+    """The deepest declared stride of ``backbone`` as configured, from a weightless build on the meta device (raises
+    the backbone's ConfigError, e.g. a dilation it cannot honour)."""
+    with torch.device("meta"):
+        built = build_backbone_from_config(dataclasses.replace(backbone, pretrained=None))
+    return max(spec.stride for spec in built.feature_specs)
 
 
 def _unique(stem: str, used: set[str]) -> str:
