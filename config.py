@@ -178,9 +178,7 @@ def _named_after_backbone(raw: dict[str, Any], merged: dict[str, Any], overrides
     config's backbone in its name is replaced (``resnet20_digits`` -> ``resnet50_digits``), else the new one is
     appended (``fpn_smallresnet_shapes_resnet50``)."""
     keys = {o.split("=", 1)[0].strip() for o in overrides}
-    old = (raw.get("model") or {}).get("backbone", {}).get("name") if isinstance(raw.get("model"), dict) else None
-    new = ((merged.get("model") or {}).get("backbone") or {}).get("name")
-    name = merged.get("name")
+    old, new, name = _backbone_name(raw), _backbone_name(merged), merged.get("name")
     if "model.backbone.name" not in keys or "name" in keys or not isinstance(name, str) or not isinstance(new, str) \
             or new == old:
         return merged
@@ -188,6 +186,13 @@ def _named_after_backbone(raw: dict[str, Any], merged: dict[str, Any], overrides
     parts = name.split("_")
     parts = [token if p == old else p for p in parts] if old in parts else [*parts, token]
     return {**merged, "name": "_".join(parts)}
+
+
+def _backbone_name(raw: dict[str, Any]) -> Any:
+    """``model.backbone.name`` of an unchecked config dict (None where a level is missing or not a mapping)."""
+    model = raw.get("model")
+    backbone = model.get("backbone") if isinstance(model, dict) else None
+    return backbone.get("name") if isinstance(backbone, dict) else None
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

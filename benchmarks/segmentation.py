@@ -74,14 +74,14 @@ def bench_segmentation(s) -> list[str]:
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, 3, size, size, generator=g), torch.randint(0, classes, (batch, size, size), generator=g))
                for _ in range(s.pick(2, 1))]
+    pairs = {"U-Net-R34": _pair("unet", "resnet34", classes),
+             "DeepLabV3+-R50 (output stride 16)": _pair("deeplabv3plus", "resnet50", classes, 16)}
     trained = {}
-    for label, decoder, encoder, stride in (("U-Net-R34", "unet", "resnet34", None),
-                                            ("DeepLabV3+-R50 (output stride 16)", "deeplabv3plus", "resnet50", 16)):
-        ours, ref = _pair(decoder, encoder, classes, stride)
+    for label, (mine, ref) in pairs.items():
         _log(f"[segmentation] training {label} {size}x{size} batch {batch}")
-        trained[label] = compare(alternate({"resvision": _train_window(ours, batches), "smp": _train_window(ref, batches)},
+        trained[label] = compare(alternate({"resvision": _train_window(mine, batches), "smp": _train_window(ref, batches)},
                                            s.pick(5, 1), log=_log), "resvision", "smp")
-    ours, _ = _pair("unet", "resnet34", classes)
+    ours = pairs["U-Net-R34"][0]  # the sliding-window model below
 
     side = s.pick(512, 256)
     decoders = {label: _pair(decoder, "resnet50", classes, stride)[0].eval()

@@ -254,3 +254,8 @@ def test_run_is_named_after_a_swapped_backbone():
     assert load_config("segmentation", ["model.backbone.name=timm:resnet18"]).name == \
         "fpn_smallresnet_shapes_timm-resnet18"
     assert load_config("classification", ["model.backbone.name=resnet50", "name=mine"]).name == "mine"
+    from resvision.config import _named_after_backbone
+
+    bare = {"task": "classification", "name": "mine_digits", "model": {"backbone": None}}  # no backbone section
+    assert _named_after_backbone(bare, {**bare, "model": {"backbone": {"name": "resnet50"}}},
+                                 ["model.backbone.name=resnet50"])["name"] == "mine_digits_resnet50"
