@@ -1,4 +1,4 @@
-"""The ``resvision`` command: ``train``, ``eval``, ``predict``, ``export``, ``zoo``.
+"""The ``resvision`` command: ``train``, ``eval``, ``predict``, ``export``, ``config``, ``zoo``.
 
 ``tools/train.py`` and friends are the same functions (``main(["train", ...])``). User errors
 print one line ``error: ...`` on stderr and exit with status 2. This module talks to the task
@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train)
     train.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                        help="continue a run: its last.pt by default, or the given checkpoint")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config (each key's type, default and help) and exit")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config, build the model, print its "
+                       "parameter count and exit (no data read, no run directory)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3 "
+                       "(`resvision config --task T` lists every key)")
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint (or a predictions file) on the validation split")
     _common(evaluate)
     evaluate.add_argument("--checkpoint", help="checkpoint file (.pt) written by `resvision train`, or an exported "
@@ -84,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration-images", type=int, default=64, help="training images for INT8 calibration")
     export.add_argument("--parity-images", type=int, default=16, help="validation images for the parity check")
     export.add_argument("overrides", nargs="*", metavar="key=value")
+    config = sub.add_parser("config", help="print a task's resolved config: every key with its type, default and help")
+    config.add_argument("--task", help="task name (its default config)")
+    config.add_argument("--config", help="YAML config")
+    config.add_argument("overrides", nargs="*", metavar="key=value")
     sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features); `zoo --help` for options")
     return parser
 
@@ -194,12 +203,45 @@ def cmd_train(args) -> int:
     cfg = _load_cfg(args)
     if args.output:
         cfg.output = args.output
+    if args.print_config or args.dry_run:
+        from .config import describe_config
+
+        print(describe_config(cfg), end="")
+        if args.dry_run:
+            _dry_run(cfg)
+        return 0
     metrics = Trainer(build_task(cfg), resume=args.resume).fit()
     if dist_utils.is_main_process():
         print(f"run directory: {cfg.run_dir}")
         print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         print(f"report: {cfg.run_dir / 'report.json'}  plots: {cfg.run_dir / 'plots'}")
     return 0
+
+
+def cmd_config(args) -> int:
+    from .config import describe_config
+
+    print(describe_config(_load_cfg(args)), end="")
+    return 0
+
+
+def _dry_run(cfg) -> None:
+    """Build the model the run would train (no data: the class count comes from the config, or a stand-in)."""
+    from .tasks import build_task
+
+    task = build_task(cfg)
+    classes = getattr(cfg.data, "classes", None) or []
+    count = cfg.model.num_classes or len(classes)
+    source = "model.num_classes" if cfg.model.num_classes else "data.classes" if classes else None
+    names = list(classes) if classes and len(classes) == count else [f"class_{i}" for i in range(count or 2)]
+    model = task.build_model(task.data_from_meta({"classes": names}))
+    total = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in task.backbone_of(model).parameters())
+    sized = (f"{len(names)} classes from {source}" if source else
+             f"a stand-in {len(names)} classes: the data sets the count when training")
+    print(f"model: {total:,} parameters ({backbone:,} in the backbone {cfg.model.backbone.name}); head for {sized}")
+    print(f"dry run: nothing read or written; the run would go to {cfg.run_dir} (-2, -3, ... appended if that "
+          "folder already holds a run)")
 
 
 def cmd_eval(args) -> int:
@@ -322,7 +364,7 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     return paths
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

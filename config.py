@@ -40,109 +40,132 @@ log = logging.getLogger("resvision")
 # ---------------------------------------------------------------------------------------------
 # Sections shared by every task
 # ---------------------------------------------------------------------------------------------
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+            **checks: Any) -> Any:
+    """A config field with its one-line help (shown by ``resvision config`` and ``--print-config``) and its checks
+    (``ge`` / ``gt`` / ``le`` / ``lt``, ``range=True`` for ``[low, high]``, ``pattern`` + ``expected``)."""
+    if not help:
+        raise TypeError("every config setting needs its one-line help")
+    return field(default=default, default_factory=factory, metadata={"help": help, **checks})
+
+
 @dataclass
 class BackboneConfig:
     """Which registry backbone to build (see ``resvision.build_backbone``)."""
 
-    name: str = "resnet18"
-    pretrained: str | None = None  # torchvision:<WEIGHTS>, timm:<tag>, or a local .pth/.safetensors
-    pretrained_sha256: str | None = None
-    out_features: list[str] | None = None  # None: every stage
-    norm: Literal["bn", "frozen_bn"] = "bn"
-    # 8 or 16: the deepest stages dilate instead of striding (DeepLab's output stride); None: the network's own
-    output_stride: Literal[8, 16] | None = None
-    # The architecture of `name: custom`, unused by every other name (so swapping `name` never trips over it).
-    custom: ResNetConfig = field(default_factory=ResNetConfig)
-    args: dict[str, Any] = field(default_factory=dict)  # extra builder arguments (e.g. timm model kwargs)
+    name: str = setting("resnet18", "registry name (resnet18..152, resnext*, wide_resnet*, resnet20..110, custom; "
+                                    "`resvision zoo`) or timm:<model>")
+    pretrained: str | None = setting(None, "weights: torchvision:<WEIGHTS>, timm:<tag>, or a local .pth / "
+                                           ".safetensors file; null: random init")
+    pretrained_sha256: str | None = setting(None, "expected SHA-256 of the pretrained file (checked before loading)")
+    out_features: list[str] | None = setting(None, "backbone features the head reads (e.g. [c3, c4, c5]); null: "
+                                                   "every stage")
+    norm: Literal["bn", "frozen_bn"] = setting("bn", "bn: trainable BatchNorm; frozen_bn: fixed statistics and "
+                                                     "affine (detection's usual choice)")
+    output_stride: Literal[8, 16] | None = setting(None, "8 or 16: the deepest stages dilate instead of striding "
+                                                         "(DeepLab); null: the network's own stride")
+    custom: ResNetConfig = setting(factory=ResNetConfig, help="the architecture of name: custom (ignored by every "
+                                                              "other name)")
+    args: dict[str, Any] = setting(factory=dict, help="extra builder arguments, e.g. timm model kwargs")
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batch, precision and bookkeeping."""
 
-    epochs: int = field(default=10, metadata={"ge": 1})
-    # Stop after this many optimizer steps (schedules follow it).
-    max_iters: int | None = field(default=None, metadata={"ge": 1})
-    # Per process; the global batch is batch_size x world size x grad_accum.
-    batch_size: int = field(default=32, metadata={"ge": 1})
-    grad_accum: int = field(default=1, metadata={"ge": 1})
-    clip_grad: float | None = field(default=None, metadata={"gt": 0})  # max global L2 norm
-    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, off on CPU
-    ema: bool = False
-    ema_decay: float = field(default=0.9998, metadata={"gt": 0, "lt": 1})
-    channels_last: bool = False
-    compile: bool = False
-    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda|cuda:\d+|mps",
-                                                  "expected": "auto, cpu, cuda, cuda:N or mps"})
-    seed: int = 0
-    deterministic: bool = False
-    num_workers: int = field(default=2, metadata={"ge": 0})
-    eval_every: int = field(default=1, metadata={"ge": 1})  # epochs
-    log_every: int = field(default=20, metadata={"ge": 1})  # optimizer steps between metrics.jsonl rows
-    checkpoint_every: int = field(default=1, metadata={"ge": 1})  # epochs between last.pt writes
-    # Evaluations without improvement.
-    early_stop_patience: int | None = field(default=None, metadata={"ge": 1})
-    # per-stage gradient norms and update / weight ratios every N optimizer steps (engine/gradient_flow.py)
-    monitor_gradients: bool = False
-    gradient_monitor_every: int = field(default=10, metadata={"ge": 1})
-    monitor: str | None = None  # metric for best.pt / early stopping; None: the task's main metric
-    monitor_mode: Literal["max", "min"] | None = None
-    progress: bool = True  # tqdm bar
+    epochs: int = setting(10, "passes over the training data", ge=1)
+    max_iters: int | None = setting(None, "stop after this many optimizer steps (the schedule follows it); null: "
+                                          "epochs decide", ge=1)
+    batch_size: int = setting(32, "images per step per process (global batch = batch_size x processes x "
+                                  "grad_accum)", ge=1)
+    grad_accum: int = setting(1, "batches whose gradients add up before one optimizer step", ge=1)
+    clip_grad: float | None = setting(None, "clip the global gradient L2 norm to this; null: no clipping", gt=0)
+    amp: Literal["auto", "off", "fp16", "bf16"] = setting("auto", "mixed precision; auto: bf16/fp16 on CUDA, off "
+                                                                  "on CPU")
+    ema: bool = setting(False, "keep an exponential moving average of the weights (timm ModelEmaV3); evaluation "
+                               "and best.pt use it")
+    ema_decay: float = setting(0.9998, "EMA decay per step", gt=0, lt=1)
+    channels_last: bool = setting(False, "channels_last memory format for model and images")
+    compile: bool = setting(False, "torch.compile the model")
+    device: str = setting("auto", "auto (CUDA if present), cpu, cuda, cuda:N or mps",
+                          pattern=r"auto|cpu|cuda|cuda:\d+|mps", expected="auto, cpu, cuda, cuda:N or mps")
+    seed: int = setting(0, "seed of weights, data order and augmentation")
+    deterministic: bool = setting(False, "deterministic kernels (slower; bit-identical reruns on one machine)")
+    num_workers: int = setting(2, "DataLoader worker processes", ge=0)
+    eval_every: int = setting(1, "epochs between evaluations (the last epoch is always evaluated)", ge=1)
+    log_every: int = setting(20, "optimizer steps between metrics.jsonl rows", ge=1)
+    checkpoint_every: int = setting(1, "epochs between last.pt writes", ge=1)
+    early_stop_patience: int | None = setting(None, "stop after this many evaluations without improvement; null: "
+                                                    "never", ge=1)
+    monitor_gradients: bool = setting(False, "log per-stage gradient norms and update / weight ratios "
+                                             "(gradient_flow.jsonl)")
+    gradient_monitor_every: int = setting(10, "optimizer steps between gradient-flow rows", ge=1)
+    monitor: str | None = setting(None, "metric that picks best.pt and drives early stopping; null: the task's "
+                                        "main metric")
+    monitor_mode: Literal["max", "min"] | None = setting(None, "whether the monitored metric is better high or low; "
+                                                               "null: from the metric")
+    progress: bool = setting(True, "tqdm bar on a terminal (one plain line per epoch when output is redirected); "
+                                   "false: plain lines always")
 
 
 @dataclass
 class OptimConfig:
     """Optimizer, built by timm's ``create_optimizer_v2`` (so every timm name works)."""
 
-    name: str = "sgd"
-    lr: float = field(default=0.1, metadata={"ge": 0})  # 0 is allowed: it holds the weights (BN statistics still move)
-    weight_decay: float = field(default=1e-4, metadata={"ge": 0})
-    momentum: float = field(default=0.9, metadata={"ge": 0})
-    no_decay_norm_bias: bool = True  # no weight decay on norm layers and biases
+    name: str = setting("sgd", "timm optimizer name: sgd, adamw, adam, lamb, ...")
+    lr: float = setting(0.1, "peak learning rate (0 holds the weights; BN statistics still move)", ge=0)
+    weight_decay: float = setting(1e-4, "L2 weight decay", ge=0)
+    momentum: float = setting(0.9, "momentum (sgd-like optimizers)", ge=0)
+    no_decay_norm_bias: bool = setting(True, "no weight decay on norm layers and biases")
 
 
 @dataclass
 class SchedConfig:
     """Learning-rate schedule, built by timm's ``create_scheduler_v2`` and stepped every update."""
 
-    name: Literal["cosine", "step", "multistep", "poly", "constant"] = "cosine"
-    warmup_epochs: float = field(default=0.0, metadata={"ge": 0})
-    warmup_lr: float = field(default=1e-5, metadata={"ge": 0})
-    min_lr: float = field(default=0.0, metadata={"ge": 0})
-    decay_epochs: float = field(default=30.0, metadata={"gt": 0})  # step
-    decay_milestones: list[int] = field(default_factory=lambda: [30, 60, 90], metadata={"ge": 0})  # multistep
-    # step / multistep factor; the power for poly.
-    decay_rate: float = field(default=0.1, metadata={"gt": 0})
+    name: Literal["cosine", "step", "multistep", "poly", "constant"] = setting("cosine", "learning-rate schedule, "
+                                                                                         "stepped every update")
+    warmup_epochs: float = setting(0.0, "linear warm-up length in epochs (fractions allowed)", ge=0)
+    warmup_lr: float = setting(1e-5, "learning rate at the start of warm-up", ge=0)
+    min_lr: float = setting(0.0, "floor of cosine / poly decay", ge=0)
+    decay_epochs: float = setting(30.0, "step: epochs between decays", gt=0)
+    decay_milestones: list[int] = setting(factory=lambda: [30, 60, 90], help="multistep: epochs at which the rate "
+                                                                             "decays", ge=0)
+    decay_rate: float = setting(0.1, "step / multistep: the factor at each decay; poly: the power", gt=0)
 
 
 @dataclass
 class FinetuneConfig:
     """The fine-tuning policy, identical for every task."""
 
-    strategy: Literal["full", "linear_probe", "partial"] = "full"
-    # partial: stem (0) and stages 1..k frozen; -1: none.
-    frozen_stages: int = field(default=-1, metadata={"ge": -1})
-    norm_eval: bool = False  # keep every backbone BatchNorm in eval mode (frozen statistics)
-    backbone_lr_mult: float = field(default=1.0, metadata={"ge": 0})
-    # lr x decay^(depth from the head), per backbone stage.
-    layer_decay: float | None = field(default=None, metadata={"gt": 0, "le": 1})
-    unfreeze_at: dict[int, list[int]] = field(default_factory=dict)  # epoch -> stage indices
+    strategy: Literal["full", "linear_probe", "partial"] = setting("full", "full: train everything; linear_probe: "
+                                                                           "only the head; partial: freeze "
+                                                                           "finetune.frozen_stages")
+    frozen_stages: int = setting(-1, "partial: stem (0) and stages 1..k frozen; -1: none", ge=-1)
+    norm_eval: bool = setting(False, "keep every backbone BatchNorm in eval mode (frozen statistics)")
+    backbone_lr_mult: float = setting(1.0, "backbone learning rate = optim.lr x this", ge=0)
+    layer_decay: float | None = setting(None, "lr x decay^(depth from the head) per backbone stage; null: off",
+                                        gt=0, le=1)
+    unfreeze_at: dict[int, list[int]] = setting(factory=dict, help="epoch -> backbone stages to unfreeze then, "
+                                                                   "e.g. {3: [4], 6: [3]}")
 
 
 @dataclass
 class Config:
     """A whole run. ``model`` and ``data`` are the task's own dataclasses."""
 
-    task: str
-    model: Any = None
-    data: Any = None
-    name: str = "default"
-    output_dir: str = "runs"  # the run directory is <output_dir>/<task>/<name> ...
-    output: str | None = None  # ... unless this exact run directory is given (--output)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    sched: SchedConfig = field(default_factory=SchedConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    task: str = setting(help="the task: classification, detection, segmentation or face")
+    model: Any = setting(None, "the task's model: a registry backbone and the task's head")
+    data: Any = setting(None, "the task's data: format, files, preprocessing and augmentation")
+    name: str = setting("default", "run name: the run directory is <output_dir>/<task>/<name> (-2, -3, ... when "
+                                   "it exists)")
+    output_dir: str = setting("runs", "parent folder of run directories")
+    output: str | None = setting(None, "this exact run directory instead (--output)")
+    train: TrainConfig = setting(factory=TrainConfig, help="the loop: length, batch, precision, bookkeeping")
+    optim: OptimConfig = setting(factory=OptimConfig, help="the optimizer (timm create_optimizer_v2)")
+    sched: SchedConfig = setting(factory=SchedConfig, help="the learning-rate schedule (timm create_scheduler_v2)")
+    finetune: FinetuneConfig = setting(factory=FinetuneConfig, help="the fine-tuning policy, the same for every "
+                                                                    "task")
 
     @property
     def run_dir(self) -> Path:
@@ -449,3 +472,52 @@ def _check_scalar(typ: type, value: Any, path: str) -> Any:
 
 def _type_name(typ: Any) -> str:
     return getattr(typ, "__name__", str(typ).replace("typing.", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing: the resolved config with each key's type, default and help
+# ---------------------------------------------------------------------------------------------
+def describe_config(cfg: Any) -> str:
+    """``cfg`` (a :class:`Config` or any config section) as YAML whose every key carries a comment with its type,
+    its default where the value differs, and its one-line help. The text loads back (``yaml.safe_load``) to
+    ``cfg.to_dict()``, so it can start a config file of one's own."""
+    lines: list[str] = []
+    _describe(cfg, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _describe(obj: Any, indent: int, lines: list[str]) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, pad = getattr(obj, f.name), "  " * indent
+        typ = _type_text(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        changed = "" if default is dataclasses.MISSING or dataclasses.is_dataclass(value) or value == default \
+            else f", default {_flow(default)}"
+        comment = f"# {typ}{changed}: {f.metadata.get('help', '')}"
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:  # {f.metadata.get('help', '')}")
+            _describe(value, indent + 1, lines)
+        else:
+            text = f"{pad}{f.name}: {_flow(value)}"
+            lines.append(f"{text:<40} {comment}")
+
+
+def _type_text(typ: Any) -> str:
+    """A type as a user reads it: ``Literal["bn", "frozen_bn"] | None`` -> ``bn | frozen_bn | null``."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is Literal:
+        return " | ".join(_flow(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_text(a) for a in args)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    return "any" if typ is Any else _type_name(typ)
+
+
+def _flow(value: Any) -> str:
+    """One value as YAML on one line (flow style)."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").removesuffix(" ...")

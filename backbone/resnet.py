@@ -199,36 +199,31 @@ SHORTCUTS = ("A", "B", "none")
 class ResNetConfig:
     """Architecture hyper-parameters of a :class:`ResNet`: the one schema of the ``custom`` backbone,
     used as is by the config section ``model.backbone.custom`` (hence the Literal / list types, which
-    the config loader checks).
-
-    Attributes:
-        block: ``"basic"`` or ``"bottleneck"``.
-        layers: Blocks per stage; any number of stages (4 for ImageNet nets, 3 for CIFAR).
-        widths: Base width ("planes") per stage; None = ``64 * 2**i`` (16/32/64 for CIFAR nets).
-        groups: Groups of the bottleneck 3x3 conv (ResNeXt cardinality).
-        width_per_group: Bottleneck width per group (64 plain, 4 or 8 ResNeXt, 128 Wide ResNet).
-        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool), ``"cifar"`` (3x3/1 conv, no pool) or
-            ``"deep"`` (three 3x3 convs + max-pool, the ResNet-C stem of He et al. 2019 "Bag of Tricks").
-        stem_width: Channels out of the stem; None = ``widths[0]``.
-        shortcut: ``"B"`` (1x1 conv + BN projection when the shape changes), ``"A"`` (zero padding) or
-            ``"none"``: the paper's plain network, the same layers without any shortcut or sum.
-        se: Squeeze-excitation in every block.
-        stride_in_1x1: Bottleneck stride on the first 1x1 conv (paper v1) instead of the 3x3 (v1.5).
-        zero_init_residual: Zero the last BN gamma of each block so every block starts as identity
-            (Goyal et al. 2017); off by default, like torchvision.
+    the config loader checks). Each field's ``help`` metadata is its one-line description (as
+    ``resvision.config.setting`` writes it; that helper is not imported here because config.py
+    imports this module).
     """
 
-    block: Literal["basic", "bottleneck"] = "bottleneck"
-    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
-    widths: list[int] | None = None
-    groups: int = 1
-    width_per_group: int = 64
-    stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
-    stem_width: int | None = None
-    shortcut: Literal["A", "B", "none"] = "B"
-    se: bool = False
-    stride_in_1x1: bool = False
-    zero_init_residual: bool = False
+    block: Literal["basic", "bottleneck"] = field(default="bottleneck", metadata={
+        "help": "basic: two 3x3 convs (ResNet-18/34, CIFAR nets); bottleneck: 1x1-3x3-1x1, 4x expansion"})
+    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3], metadata={
+        "help": "blocks per stage; any number of stages (4 for ImageNet nets, 3 for CIFAR)"})
+    widths: list[int] | None = field(default=None, metadata={
+        "help": "base width (planes) per stage, e.g. [16, 32, 64] for CIFAR nets; null: 64 x 2^i"})
+    groups: int = field(default=1, metadata={"help": "groups of the bottleneck 3x3 conv (ResNeXt cardinality)"})
+    width_per_group: int = field(default=64, metadata={
+        "help": "bottleneck width per group: 64 plain, 4 or 8 ResNeXt, 128 Wide ResNet"})
+    stem: Literal["imagenet", "cifar", "deep"] = field(default="imagenet", metadata={
+        "help": "imagenet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3/1 conv, no pool; deep: three 3x3 convs + pool "
+                "(ResNet-C)"})
+    stem_width: int | None = field(default=None, metadata={"help": "channels out of the stem; null: widths[0]"})
+    shortcut: Literal["A", "B", "none"] = field(default="B", metadata={
+        "help": "where the shape changes, B: 1x1 conv + BN projection; A: zero padding; none: plain net, no sum"})
+    se: bool = field(default=False, metadata={"help": "squeeze-excitation in every block"})
+    stride_in_1x1: bool = field(default=False, metadata={
+        "help": "bottleneck stride on the first 1x1 conv (paper v1) instead of the 3x3 (torchvision v1.5)"})
+    zero_init_residual: bool = field(default=False, metadata={
+        "help": "zero each block's last BN gamma so every block starts as identity (Goyal et al. 2017)"})
 
     def resolved_widths(self) -> list[int]:
         """Per-stage base widths with the default filled in."""

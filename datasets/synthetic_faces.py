@@ -42,17 +42,20 @@ from PIL import Image
 from resvision.datasets.demo import write_once
 from resvision.errors import ConfigError
 
-__all__ = ["SYNTHETIC_FACES_IMAGE_SIZE", "SYNTHETIC_FACES_SIZES", "synthetic_faces_dataset"]
+__all__ = ["SYNTHETIC_FACES_DIR", "SYNTHETIC_FACES_IMAGE_SIZE", "SYNTHETIC_FACES_SIZES", "synthetic_faces_dataset"]
 
 SYNTHETIC_FACES_IMAGE_SIZE = 112  # px a side, the ArcFace crop size
-# Writing this default (4,640 images) took 14-17 s of CPU on one core (measured; wall time grows on a busy machine).
+# The cache folder: its name changes with the sizes below, so an older cache is never read as this one.
+SYNTHETIC_FACES_DIR = "synthetic_faces_v2"
 SYNTHETIC_FACES_SIZES: dict[str, int] = {
     "train_identities": 240,
     "train_images": 16,  # per identity
-    "test_identities": 100,  # held out: never in train/
-    "test_images": 8,  # per identity
+    "test_identities": 150,  # held out: never in train/
+    "test_images": 10,  # per identity: 15 people per fold give 675 distinct same-person pairs for its 300
     "folds": 10,
-    "pairs_per_fold": 30,  # same-person pairs, and as many different-person pairs
+    # LFW's size: 10 x (300 same + 300 different) = 6,000 pairs; the 3,000 different-person pairs are what
+    # tar_at_far_1e-3 needs (>= 1 / FAR of them)
+    "pairs_per_fold": 300,
 }
 
 _SEED = 0
@@ -75,7 +78,7 @@ _FRAMES = np.array([(20, 20, 20), (96, 58, 30), (196, 160, 70), (150, 30, 36), (
 
 
 def synthetic_faces_dataset(cache_dir: str | Path | None = None) -> Path:
-    """Return the root of the synthetic faces dataset, writing it on first use (about 15 s on one core).
+    """Return the root of the synthetic faces dataset, writing it on first use (5,340 images).
 
     The tree is built in a temporary sibling directory and moved into place with one ``os.replace``
     (:func:`~resvision.datasets.demo.write_once`), so an interrupted or concurrent first run never leaves a partial
@@ -85,14 +88,14 @@ def synthetic_faces_dataset(cache_dir: str | Path | None = None) -> Path:
         cache_dir: Cache root; default :func:`~resvision.datasets.demo.default_cache_dir`.
 
     Returns:
-        ``<cache>/synthetic_faces`` with ``train/<identity>/`` (identity folders) and ``test/<identity>/`` plus
+        ``<cache>/<SYNTHETIC_FACES_DIR>`` with ``train/<identity>/`` (identity folders) and ``test/<identity>/`` plus
         ``test/pairs.txt`` (LFW's format, identity-disjoint folds).
 
     Raises:
         ConfigError: :data:`SYNTHETIC_FACES_SIZES` cannot give the requested pairs.
     """
     _check_sizes(SYNTHETIC_FACES_SIZES)
-    return write_once("synthetic_faces", _write_faces, cache_dir)
+    return write_once(SYNTHETIC_FACES_DIR, _write_faces, cache_dir)
 
 
 def _check_sizes(sizes: dict[str, int]) -> None:

@@ -150,3 +150,55 @@ def test_results_script_reruns_seeds_and_prints_the_readme_row(tiny_folder, tmp_
     top1 = sorted(r["top1"] for r in reports)
     row = next(line for line in out.splitlines() if line.startswith("| classification | top1 |"))
     assert f"{top1[0]:.3f}–{top1[1]:.3f}" in row and "s wall" in row
+
+
+@pytest.mark.parametrize("task", ["classification", "detection", "segmentation", "face"])
+def test_config_command_prints_every_key_with_its_help_and_loads_back(task, capsys):
+    import yaml
+
+    from resvision.config import load_config
+
+    assert main(["config", "--task", task, "train.epochs=3"]) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text) == load_config(task, ["train.epochs=3"]).to_dict()  # a config file one can start from
+    for line in text.splitlines():
+        key, _, comment = line.partition("#")
+        assert key.strip() and comment.strip(), line  # every key, sections included, says what it is
+        if not key.rstrip().endswith(":"):  # a value: its type, then the help after ": "
+            assert comment.split(": ", 1)[1].strip(), line
+    epochs = next(line for line in text.splitlines() if line.strip().startswith("epochs:"))
+    assert "epochs: 3" in epochs and "int, default 10:" in epochs
+
+
+def test_print_config_and_dry_run_build_the_model_and_touch_nothing(tmp_path, capsys):
+    import torchvision
+
+    run = tmp_path / "run"
+    args = ["train", "--task", "classification", "--output", str(run), "data.format=folder",
+            f"data.root={tmp_path / 'no-such-data'}", "model.backbone.name=resnet18", "model.num_classes=7"]
+    assert main([*args, "--print-config"]) == 0
+    assert "name: resnet18" in capsys.readouterr().out
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    reference = sum(p.numel() for p in torchvision.models.resnet18(num_classes=7).parameters())
+    assert f"model: {reference:,} parameters" in out and "7 classes from model.num_classes" in out
+    assert not run.exists() and not (tmp_path / "no-such-data").exists()
+
+
+def test_readme_config_commands_run_as_written(tmp_path):
+    """The README's "Configs" commands as written (the console script through this interpreter), from an empty
+    folder that stays empty: printing a config and a dry run write nothing."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Configs", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].split() for line in block.strip().splitlines()]
+    assert len(commands) == 3
+    for words in commands:
+        if words[0] == ".venv/bin/resvision":
+            argv = [sys.executable, "-m", "resvision.cli", *words[1:]]
+        else:
+            argv = [sys.executable, str(ROOT / words[1]), *words[2:]]
+        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "    name: resnet50 " in result.stdout
+    assert " parameters (" in result.stdout and "in the backbone resnet50" in result.stdout
+    assert not any(tmp_path.iterdir())

@@ -69,7 +69,7 @@ def test_generation_is_deterministic(tmp_path, monkeypatch):
         monkeypatch.setitem(faces.SYNTHETIC_FACES_SIZES, key, value)
     first = faces.synthetic_faces_dataset(tmp_path / "a")
     second = faces.synthetic_faces_dataset(tmp_path / "b")
-    assert first == tmp_path / "a" / "synthetic_faces"
+    assert first == tmp_path / "a" / faces.SYNTHETIC_FACES_DIR
     hashes = _hashes(first)
     assert len(hashes) == 3 * 2 + 4 * 3 + 1 and hashes == _hashes(second)
     stamp = (first / "test" / "pairs.txt").stat().st_mtime_ns
@@ -101,17 +101,17 @@ def test_layout_and_images(tmp_path, monkeypatch):
 
 
 def test_pairs_file_follows_lfw_format(default_root):
-    assert (default_root / "test" / "pairs.txt").read_text().splitlines()[0] == "10\t30"
+    assert (default_root / "test" / "pairs.txt").read_text().splitlines()[0] == "10\t300"  # LFW's header
     n_folds, n, folds = _parse_pairs(default_root / "test" / "pairs.txt")
     train = {p.name for p in (default_root / "train").iterdir()}
     test = {p.name for p in (default_root / "test").iterdir() if p.is_dir()}
-    assert len(train) == 240 and len(test) == 100 and not train & test
-    assert all(len(list((default_root / "test" / name).iterdir())) == 8 for name in test)
+    assert len(train) == 240 and len(test) == 150 and not train & test
+    assert all(len(list((default_root / "test" / name).iterdir())) == 10 for name in test)
     seen, fold_people = set(), []
     for same, different in folds:
-        assert len(same) == len(different) == n == 30
-        assert all(a == b and 1 <= i < j <= 8 for a, i, b, j in same)
-        assert all(a < b and 1 <= i <= 8 and 1 <= j <= 8 for a, i, b, j in different)
+        assert len(same) == len(different) == n == 300
+        assert all(a == b and 1 <= i < j <= 10 for a, i, b, j in same)
+        assert all(a < b and 1 <= i <= 10 and 1 <= j <= 10 for a, i, b, j in different)
         people = set()
         for a, i, b, j in same + different:
             assert _file(default_root, a, i).is_file() and _file(default_root, b, j).is_file()
@@ -120,7 +120,7 @@ def test_pairs_file_follows_lfw_format(default_root):
             seen.add(pair)
             people |= {a, b}
         fold_people.append(people)
-    assert len(seen) == 600
+    assert len(seen) == 6000  # LFW's size: enough different-person pairs (3,000) for TAR at FAR 1e-3
     for x, y in itertools.combinations(fold_people, 2):
         assert not x & y  # folds are identity-disjoint, as LFW's
     assert set().union(*fold_people) <= test
@@ -156,7 +156,7 @@ def test_impossible_settings_raise_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(faces.SYNTHETIC_FACES_SIZES, "pairs_per_fold", 10_000)
     with pytest.raises(ConfigError, match="fewer than pairs_per_fold=10000") as info:
         faces.synthetic_faces_dataset(tmp_path)
-    assert "\n" not in str(info.value) and not (tmp_path / "synthetic_faces").exists()
+    assert "\n" not in str(info.value) and not (tmp_path / faces.SYNTHETIC_FACES_DIR).exists()
 
 
 def test_ten_fold_accuracy_on_a_hand_case():

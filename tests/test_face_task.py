@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from resvision.backbone import build_backbone
 from resvision.cli import main
 from resvision.datasets.face import FaceEvalSet, write_verification_bin
-from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_SIZES
+from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_DIR, SYNTHETIC_FACES_SIZES
 from resvision.tasks.face import FaceEvaluator, FaceModel, flip_embeddings
 from resvision.tasks.face.margin import ArcFace, CosFace
 from resvision.tasks.face.task import FaceDataInfo
@@ -141,7 +141,7 @@ def test_eval_reproduces_the_report_and_reads_a_bin(run, cache, tmp_path):
     # the same pairs as an insightface .bin: same images (PNG-free: the JPEG bytes themselves), same flags
     from resvision.datasets.face import read_pairs
 
-    pairs = read_pairs(cache / "synthetic_faces/test/pairs.txt", cache / "synthetic_faces/test")
+    pairs = read_pairs(cache / SYNTHETIC_FACES_DIR / "test/pairs.txt", cache / SYNTHETIC_FACES_DIR / "test")
     images = [open(path, "rb").read() for p in pairs for path in (p.path_a, p.path_b)]
     bin_file = write_verification_bin(tmp_path / "tiny.bin", images, [p.same for p in pairs])
     assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "b"),
@@ -159,7 +159,7 @@ def test_eval_reproduces_the_report_and_reads_a_bin(run, cache, tmp_path):
 
 def test_predict_compares_two_faces_at_the_checkpoint_threshold(run, cache, tmp_path):
     report = json.loads((run / "report.json").read_text())
-    a, b = sorted((cache / "synthetic_faces/test/person_0006").glob("*.jpg"))[:2]
+    a, b = sorted((cache / SYNTHETIC_FACES_DIR / "test/person_0006").glob("*.jpg"))[:2]
     out = tmp_path / "p"
     assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(out), str(a), str(b)]) == 0
     results = json.loads((out / "predictions.json").read_text())
@@ -200,9 +200,11 @@ def test_face_user_errors(args, fragment, cache, capsys, tmp_path):
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
-def test_hostile_bin_is_refused_at_eval(run, tmp_path, capsys):
+def test_hostile_bin_is_refused_at_eval(run, tmp_path, capsys, monkeypatch):
     import os
     import pickle
+
+    from resvision.tasks.face.task import FaceTask
 
     marker = tmp_path / "pwned"
 
@@ -211,6 +213,11 @@ def test_hostile_bin_is_refused_at_eval(run, tmp_path, capsys):
             return os.system, (f"touch {marker}",)
 
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(([Hostile()], [True])))
+
+    def build_model(*args, **kwargs):
+        raise AssertionError("the model was built before the evaluation file was read and checked")
+
+    monkeypatch.setattr(FaceTask, "build_model", build_model)
     assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e"),
                  f"data.bin={tmp_path / 'evil.bin'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -226,7 +233,7 @@ def test_eval_with_another_identity_count_than_the_checkpoint(run, capsys, tmp_p
 
 
 def test_predict_identifies_against_a_gallery(run, cache, tmp_path):
-    gallery = cache / "synthetic_faces/test"
+    gallery = cache / SYNTHETIC_FACES_DIR / "test"
     images = sorted(gallery.glob("person_000[6-9]/*.jpg"))
     out = tmp_path / "p"
     assert main(["predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(out), "--gallery",
@@ -287,6 +294,8 @@ def test_default_face_run_reaches_its_target(tmp_path):
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "run/report.json").read_text())
     assert report["verif_acc"] >= 0.95, report
+    # LFW's size, so the report holds the true-accept rate papers give next to accuracy
+    assert report["num_pairs"] == 6000 and 0 <= report["tar_at_far_1e-3"] <= 1, report
     for name in ("plots/roc.png", "plots/similarity_histogram.png", "plots/hardest_pairs.png", "pair_scores.csv"):
         assert (tmp_path / "run" / name).is_file(), name
 
@@ -295,10 +304,10 @@ def test_empty_identity_folder_stops_the_run_naming_it(cache, tmp_path, capsys):
     import shutil
 
     train = tmp_path / "ids"
-    shutil.copytree(cache / "synthetic_faces/train", train)
+    shutil.copytree(cache / SYNTHETIC_FACES_DIR / "train", train)
     (train / "person_9999").mkdir()
     assert main(["train", "--task", "face", "--output", str(tmp_path / "out"), "data.format=folders",
-                 f"data.train={train}", f"data.pairs={cache / 'synthetic_faces/test/pairs.txt'}", *FAST]) == 2
+                 f"data.train={train}", f"data.pairs={cache / SYNTHETIC_FACES_DIR / 'test/pairs.txt'}", *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "person_9999" in err[0], err
 
@@ -320,7 +329,7 @@ def test_eval_needs_no_training_data(run, cache, tmp_path):
     import shutil
 
     report = json.loads((run / "report.json").read_text())
-    shutil.copytree(cache / "synthetic_faces/test", tmp_path / "lfw")
+    shutil.copytree(cache / SYNTHETIC_FACES_DIR / "test", tmp_path / "lfw")
     assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "e"),
                  "data.format=folders", "data.train=/no/training/data", f"data.pairs={tmp_path / 'lfw/pairs.txt'}"]) == 0
     assert json.loads((tmp_path / "e/report.json").read_text())["verif_acc"] == report["verif_acc"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...backbone import build_backbone_from_config
-from ...config import BackboneConfig
+from ...config import BackboneConfig, setting
 from ...datasets import IMAGENET_MEAN, IMAGENET_STD, build_classification_datasets, classification_transforms, read_image
 from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
@@ -26,10 +26,12 @@ from .model import ImageClassifier
 
 @dataclass
 class ClassificationModelConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_classes: int | None = field(default=None, metadata={"ge": 1})  # None: the number of classes in the data
-    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
-    label_smoothing: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    backbone: BackboneConfig = setting(factory=BackboneConfig, help="the backbone; its last feature map is pooled "
+                                                                    "into the linear classifier")
+    num_classes: int | None = setting(None, "output classes; null: the number of classes in the data", ge=1)
+    dropout: float = setting(0.0, "dropout probability before the final linear layer", ge=0, lt=1)
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy targets (mixup / cutmix too); 0: off",
+                                     ge=0, le=1)
 
 
 @dataclass
@@ -37,23 +39,32 @@ class ClassificationDataConfig:
     # The held-out fraction was `val_split`, which detection uses for a split *name*.
     renamed_keys: ClassVar[dict[str, str]] = {"val_split": "val_fraction"}
 
-    format: Literal["digits", "folder", "csv"] = "digits"
-    root: str | None = None  # folder with train/ and val/, a class tree to split, or the digits cache
-    train: str | None = None  # training folder or CSV
-    val: str | None = None  # validation folder or CSV (absent: val_fraction of train)
-    val_fraction: float = field(default=0.2, metadata={"ge": 0, "lt": 1})
-    classes: list[str] | None = None
-    image_size: int = field(default=224, metadata={"ge": 1})
-    # Evaluation resize before the centre crop (default size / 0.875).
-    resize: int | None = field(default=None, metadata={"ge": 1})
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata={"gt": 0})
-    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={"gt": 0, "le": 1, "range": True})
-    color_jitter: float = field(default=0.4, metadata={"ge": 0, "le": 1})
-    mixup: float = field(default=0.0, metadata={"ge": 0})  # Beta(alpha, alpha); 0 = off
-    cutmix: float = field(default=0.0, metadata={"ge": 0})
-    on_bad_image: Literal["skip", "error"] = "skip"  # every image is decoded once before training
+    format: Literal["digits", "folder", "csv"] = setting("digits", "digits: built-in scikit-learn digits; folder: "
+                                                                   "ImageFolder class trees; csv: path,label files")
+    root: str | None = setting(None, "folder: dir with train/ + val/ or one class tree to split; csv: base of "
+                                     "relative paths; digits: cache dir")
+    train: str | None = setting(None, "training class folder or CSV (path,label); folder: null reads root")
+    val: str | None = setting(None, "validation class folder or CSV; null: root/val if any, else val_fraction of train")
+    val_fraction: float = setting(0.2, "fraction of the training data held out for validation when there is no val "
+                                       "data", ge=0, lt=1)
+    classes: list[str] | None = setting(None, "class names in index order; null: the training data's sorted names")
+    image_size: int = setting(224, "side of the square network input in pixels (train crop, eval centre crop)", ge=1)
+    resize: int | None = setting(None, "evaluation: shorter side before the centre crop, >= image_size; null: "
+                                       "image_size / 0.875", ge=1)
+    mean: list[float] = setting(factory=lambda: list(IMAGENET_MEAN), help="per-channel RGB normalisation mean, in "
+                                                                          "0..1 units (default: ImageNet's)")
+    std: list[float] = setting(factory=lambda: list(IMAGENET_STD), help="per-channel RGB normalisation standard "
+                                                                        "deviation, in 0..1 units", gt=0)
+    hflip: float = setting(0.5, "training: probability of a horizontal flip (0 for digits / text)", ge=0, le=1)
+    scale: list[float] = setting(factory=lambda: [0.08, 1.0], help="training: [min, max] random-resized-crop area as "
+                                                                   "a fraction of the image", gt=0, le=1, range=True)
+    color_jitter: float = setting(0.4, "training: brightness / contrast / saturation jitter j (factors in [1-j, "
+                                       "1+j]); 0: off", ge=0, le=1)
+    mixup: float = setting(0.0, "mixup Beta(alpha, alpha) parameter alpha (timm Mixup); 0: off", ge=0)
+    cutmix: float = setting(0.0, "cutmix Beta(alpha, alpha) parameter alpha; 0: off (with mixup on too, each batch "
+                                 "picks one at random)", ge=0)
+    on_bad_image: Literal["skip", "error"] = setting("skip", "an unreadable image (every one is decoded once before "
+                                                             "training): skip it and list it, or stop")
 
     def validate(self) -> None:
         """Cross-field checks (the loader prefixes ``data.``)."""

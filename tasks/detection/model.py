@@ -8,7 +8,7 @@ resnet50-FPN detector. Necks and heads are sized from the backbone's ``feature_s
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torchvision
@@ -22,6 +22,7 @@ from torchvision.ops.poolers import _setup_scales
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ...backbone import Backbone
+from ...config import setting
 from ...errors import ConfigError
 
 
@@ -103,25 +104,28 @@ class ExportableRoIAlign(MultiScaleRoIAlign):
 class DetectorSettings:
     """Faster R-CNN hyper-parameters (torchvision's defaults; Ren et al. 2015, Lin et al. 2017)."""
 
-    # Field metadata: bounds checked by the config loader (see resvision.config).
-    fpn_channels: int = field(default=256, metadata={"ge": 1})
-    anchor_sizes: list[list[int]] = field(default_factory=lambda: [[32], [64], [128], [256], [512]],
-                                          metadata={"ge": 1})
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0], metadata={"gt": 0})
-    min_size: int = field(default=800, metadata={"ge": 1})
-    max_size: int = field(default=1333, metadata={"ge": 1})
-    rpn_pre_nms_top_n_train: int = field(default=2000, metadata={"ge": 1})
-    rpn_pre_nms_top_n_test: int = field(default=1000, metadata={"ge": 1})
-    rpn_post_nms_top_n_train: int = field(default=2000, metadata={"ge": 1})
-    rpn_post_nms_top_n_test: int = field(default=1000, metadata={"ge": 1})
-    rpn_batch_size_per_image: int = field(default=256, metadata={"ge": 1})
-    rpn_positive_fraction: float = field(default=0.5, metadata={"gt": 0, "le": 1})
-    box_batch_size_per_image: int = field(default=512, metadata={"ge": 1})
-    box_positive_fraction: float = field(default=0.25, metadata={"gt": 0, "le": 1})
-    representation_size: int = field(default=1024, metadata={"ge": 1})
-    box_score_thresh: float = field(default=0.05, metadata={"ge": 0, "le": 1})
-    box_nms_thresh: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    box_detections_per_img: int = field(default=100, metadata={"ge": 1})
+    fpn_channels: int = setting(256, "channels of every FPN level, read by the RPN and the RoI box head", ge=1)
+    anchor_sizes: list[list[int]] = setting(factory=lambda: [[32], [64], [128], [256], [512]],
+                                            help="anchor sizes in input pixels, one list per FPN level (the backbone's "
+                                                 "features, then pool)", ge=1)
+    aspect_ratios: list[float] = setting(factory=lambda: [0.5, 1.0, 2.0], help="anchor height / width ratios, the "
+                                                                               "same at every level", gt=0)
+    min_size: int = setting(800, "images are resized so the shorter side is this many pixels (unless max_size caps "
+                                 "it)", ge=1)
+    max_size: int = setting(1333, "the longer side after that resize is at most this many pixels", ge=1)
+    rpn_pre_nms_top_n_train: int = setting(2000, "training: RPN proposals kept per FPN level before NMS", ge=1)
+    rpn_pre_nms_top_n_test: int = setting(1000, "inference: RPN proposals kept per FPN level before NMS", ge=1)
+    rpn_post_nms_top_n_train: int = setting(2000, "training: RPN proposals kept per image after NMS", ge=1)
+    rpn_post_nms_top_n_test: int = setting(1000, "inference: RPN proposals kept per image after NMS", ge=1)
+    rpn_batch_size_per_image: int = setting(256, "anchors sampled per image for the RPN loss", ge=1)
+    rpn_positive_fraction: float = setting(0.5, "largest fraction of positive anchors in that sample", gt=0, le=1)
+    box_batch_size_per_image: int = setting(512, "proposals sampled per image for the box-head loss", ge=1)
+    box_positive_fraction: float = setting(0.25, "largest fraction of positive proposals in that sample", gt=0, le=1)
+    representation_size: int = setting(1024, "width of the box head's two fully connected layers", ge=1)
+    box_score_thresh: float = setting(0.05, "inference: detections scoring below this are dropped", ge=0, le=1)
+    box_nms_thresh: float = setting(0.5, "inference: IoU threshold of the per-class NMS", ge=0, le=1)
+    box_detections_per_img: int = setting(100, "inference: at most this many detections per image (highest scores "
+                                               "first)", ge=1)
 
     def validate(self) -> None:
         """Cross-field checks (the config loader prefixes ``model.``)."""

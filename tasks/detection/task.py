@@ -15,7 +15,7 @@ from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...backbone.weights import fetch_url, load_strict, read_state_dict, torchvision_cache_path, torchvision_weights_url
-from ...config import BackboneConfig
+from ...config import BackboneConfig, setting
 from ...datasets import read_image
 from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
 from ...datasets.detection_transforms import detection_transforms
@@ -31,30 +31,41 @@ log = logging.getLogger("resvision")
 
 @dataclass
 class DetectionModelConfig(DetectorSettings):
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    # Object classes, background excluded; None: from the data.
-    num_classes: int | None = field(default=None, metadata={"ge": 1})
-    pretrained: str | None = None  # whole detector: torchvision:COCO_V1 (resnet50 only) or a file
+    backbone: BackboneConfig = setting(factory=BackboneConfig, help="the backbone; each of its output features feeds "
+                                                                    "the FPN")
+    num_classes: int | None = setting(None, "object classes, background excluded; null: from the data", ge=1)
+    pretrained: str | None = setting(None, "whole-detector weights: torchvision:COCO_V1 (resnet50 only) or a file; "
+                                           "null: just backbone.pretrained")
 
 
 @dataclass
 class DetectionDataConfig:
-    format: Literal["shapes", "coco", "voc"] = "shapes"
-    shapes_format: Literal["coco", "voc"] = "coco"  # which copy of the built-in set the adapters read
-    root: str | None = None  # VOC: the folder with Annotations/, JPEGImages/, ImageSets/; shapes: cache dir
-    train_annotations: str | None = None  # COCO instances JSON
-    train_images: str | None = None
-    val_annotations: str | None = None
-    val_images: str | None = None
-    train_split: str = "train"  # VOC ImageSets/Main/<split>.txt
-    val_split: str = "val"
-    classes: list[str] | None = None
-    keep_empty: bool = True  # images without objects stay in training as negatives
-    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2], metadata={"gt": 0, "range": True})
-    color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
-    # Boxes cut below this visible fraction by augmentation are dropped.
-    min_visibility: float = field(default=0.3, metadata={"ge": 0, "le": 1})
+    format: Literal["shapes", "coco", "voc"] = setting("shapes", "shapes: the built-in set; coco: instances JSON + "
+                                                                 "image folder; voc: a VOC-layout folder")
+    shapes_format: Literal["coco", "voc"] = setting("coco", "shapes: which copy of the built-in set the adapters "
+                                                            "read")
+    root: str | None = setting(None, "voc: the folder with Annotations/, JPEGImages/, ImageSets/; shapes: cache dir "
+                                     "(null: default)")
+    train_annotations: str | None = setting(None, "coco: the training instances JSON")
+    train_images: str | None = setting(None, "coco: the folder the training JSON's file_name entries are relative "
+                                             "to")
+    val_annotations: str | None = setting(None, "coco: the validation instances JSON")
+    val_images: str | None = setting(None, "coco: the folder the validation JSON's file_name entries are relative "
+                                           "to")
+    train_split: str = setting("train", "voc: the training split, listed in ImageSets/Main/<split>.txt")
+    val_split: str = setting("val", "voc: the validation split, listed in ImageSets/Main/<split>.txt")
+    classes: list[str] | None = setting(None, "class names in label order (coco: category names); null: coco every "
+                                              "category, voc the 20 VOC classes")
+    keep_empty: bool = setting(True, "images without objects stay in training as negatives (validation keeps them "
+                                     "always)")
+    hflip: float = setting(0.5, "training: probability of a horizontal flip", ge=0, le=1)
+    scale_jitter: list[float] = setting(factory=lambda: [0.8, 1.2], help="training: [low, high] zoom about the image "
+                                                                         "centre (> 1 zooms in), size kept",
+                                        gt=0, range=True)
+    color_jitter: float = setting(0.2, "training: brightness / contrast / saturation jitter j (factors in [1-j, "
+                                       "1+j]); 0: off", ge=0, le=1)
+    min_visibility: float = setting(0.3, "training: boxes cut below this visible fraction of their area by "
+                                         "augmentation are dropped", ge=0, le=1)
 
 
 @dataclass

@@ -8,7 +8,7 @@ the 10-fold LFW protocol (``verification.py``), plus rank-1 identification when 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbone import build_backbone_from_config
-from ...config import BackboneConfig
+from ...config import BackboneConfig, setting
 from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
                          synthetic_faces_dataset)
 from ...errors import ConfigError, DataError, UserError
@@ -34,37 +34,47 @@ _DEFAULT_M = {"arcface": 0.5, "cosface": 0.35, "combined": 0.5}
 
 @dataclass
 class FaceModelConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_classes: int | None = field(default=None, metadata={"ge": 1})  # None: the training identities
-    embedding_size: int = field(default=512, metadata={"ge": 2})
-    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
-    margin: Literal["arcface", "cosface", "combined"] = "arcface"
-    scale: float = field(default=64.0, metadata={"gt": 0})  # s: the logit scale
-    # m: ArcFace's additive angle (0.5), CosFace's cosine subtraction (0.35), the combined margin's m2.
-    m: float | None = field(default=None, metadata={"ge": 0})  # None: the margin's usual value
-    m1: float = field(default=1.0, metadata={"gt": 0})  # combined margin: cos(m1 * theta + m) - m3
-    m3: float = field(default=0.0, metadata={"ge": 0})
-    easy_margin: bool = False  # ArcFace: margin only where cos(theta) > 0
+    backbone: BackboneConfig = setting(factory=BackboneConfig, help="the backbone; its last feature map feeds the "
+                                                                    "embedding layer")
+    num_classes: int | None = setting(None, "training identities (rows of the margin head); null: those in data.train",
+                                      ge=1)
+    embedding_size: int = setting(512, "dimension of the face embedding (512 in insightface)", ge=2)
+    dropout: float = setting(0.0, "dropout probability before the embedding's linear layer", ge=0, lt=1)
+    margin: Literal["arcface", "cosface", "combined"] = setting("arcface", "arcface: cos(theta + m); cosface: "
+                                                                           "cos(theta) - m; combined: cos(m1 theta "
+                                                                           "+ m) - m3")
+    scale: float = setting(64.0, "s: the logit scale applied after the margin", gt=0)
+    m: float | None = setting(None, "arcface: the angle (rad); cosface: the cosine offset; combined: m2; null: 0.5 / "
+                                    "0.35 / 0.5", ge=0)
+    m1: float = setting(1.0, "combined margin only: the angle factor m1 in cos(m1 theta + m) - m3", gt=0)
+    m3: float = setting(0.0, "combined margin only: the cosine offset m3 in cos(m1 theta + m) - m3", ge=0)
+    easy_margin: bool = setting(False, "arcface only: apply the margin only where cos(theta) > 0")
 
 
 @dataclass
 class FaceDataConfig:
-    format: Literal["synthetic", "folders"] = "synthetic"
-    root: str | None = None  # synthetic: the cache root (default: the resvision cache)
-    train: str | None = None  # identity folders: <train>/<person>/<image>
-    pairs: str | None = None  # LFW pairs.txt of the verification set
-    pairs_root: str | None = None  # images of pairs.txt: <pairs_root>/<name>/<name>_<n:04d>.<ext>
-    pairs_ext: str = "jpg"
-    bin: str | None = None  # insightface verification .bin (lfw.bin, cfp_fp.bin, ...) instead of pairs.txt
-    gallery: str | None = None  # identity folders for rank-1 identification: first image per person = gallery
-    # Photos, not aligned crops: detect (MTCNN) and align every folder above once into the cache
-    # (<cache>/aligned/...), and align predict's inputs the same way.
-    align: bool = False
-    image_size: int = field(default=112, metadata={"ge": 8})
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # insightface's (x - 127.5) / 127.5
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata={"gt": 0})
-    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    format: Literal["synthetic", "folders"] = setting("synthetic", "synthetic: the built-in faces; folders: your "
+                                                                   "identity folders and verification set")
+    root: str | None = setting(None, "synthetic: the cache root; null: the resvision cache")
+    train: str | None = setting(None, "training identity folders: <train>/<person>/<image>; null: the built-in people")
+    pairs: str | None = setting(None, "the verification set's pairs file in LFW format (pairs.txt); null: bin, or "
+                                      "the built-in set")
+    pairs_root: str | None = setting(None, "images of pairs.txt: <pairs_root>/<name>/<name>_<n:04d>.<ext>; null: "
+                                           "pairs.txt's folder")
+    pairs_ext: str = setting("jpg", "image extension of the pairs images")
+    bin: str | None = setting(None, "insightface verification .bin (lfw.bin, cfp_fp.bin, ...) instead of pairs.txt")
+    gallery: str | None = setting(None, "identity folders for rank-1 identification, first image per person as "
+                                        "gallery; null: none (synthetic: built-in)")
+    align: bool = setting(False, "photos, not aligned crops: detect (MTCNN) and align every folder (once, into the "
+                                 "cache) and predict's inputs")
+    image_size: int = setting(112, "side of the square aligned face crop fed to the network, in pixels", ge=8)
+    mean: list[float] = setting(factory=lambda: [0.5, 0.5, 0.5], help="per-channel RGB normalisation mean in 0..1 "
+                                                                      "units (insightface: (x - 127.5) / 127.5)")
+    std: list[float] = setting(factory=lambda: [0.5, 0.5, 0.5], help="per-channel RGB normalisation standard "
+                                                                     "deviation in 0..1 units", gt=0)
+    hflip: float = setting(0.5, "training: probability of a horizontal flip", ge=0, le=1)
+    color_jitter: float = setting(0.2, "training: brightness / contrast / saturation jitter j (factors in [1-j, "
+                                       "1+j]); 0: off", ge=0, le=1)
 
 
 @dataclass

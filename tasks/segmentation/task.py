@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from ...backbone import build_backbone_from_config
-from ...config import BackboneConfig
+from ...config import BackboneConfig, setting
 from ...datasets import IMAGENET_MEAN, IMAGENET_STD, read_image
 from ...datasets.segmentation import (
     SegmentationData,
@@ -42,57 +42,67 @@ log = logging.getLogger("resvision")
 class InferenceConfig:
     """How evaluation and prediction run the model on a whole image (MMSegmentation's ``test_cfg``)."""
 
-    # whole: one forward pass per image; slide: window x window tiles every `stride` px, logits averaged
-    mode: Literal["whole", "slide"] = "whole"
-    window: int = field(default=512, metadata={"ge": 32})
-    stride: int = field(default=341, metadata={"ge": 1})
-    flip: bool = False  # average with the horizontally flipped image's logits
+    mode: Literal["whole", "slide"] = setting("whole", "whole: one forward pass per image; slide: window x window "
+                                                       "tiles, logits averaged")
+    window: int = setting(512, "slide: side of the square tile in pixels", ge=32)
+    stride: int = setting(341, "slide: pixels between tile starts (at most window)", ge=1)
+    flip: bool = setting(False, "also average with the horizontally flipped image's logits")
 
 
 @dataclass
 class SegmentationModelConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    # segmentation-models-pytorch decoders; the DeepLabs dilate the backbone to model.backbone.output_stride
-    # (unset: smp's defaults, 8 for deeplabv3, 16 for deeplabv3plus)
-    decoder: Literal["unet", "fpn", "deeplabv3", "deeplabv3plus"] = "unet"
-    # unet: one width per block, deepest first; fpn: [pyramid_channels, segmentation_channels]; deeplab*:
-    # [aspp_channels]; None: smp's defaults
-    decoder_channels: list[int] | None = field(default=None, metadata={"ge": 1})
-    dropout: float = field(default=0.2, metadata={"ge": 0, "lt": 1})  # fpn: before the head; deeplab*: in ASPP
-    # > 0: an auxiliary FCN head on the backbone's second-deepest feature (c4 of a ResNet: torchvision's aux
-    # classifier, MMSegmentation's auxiliary_head) trained with the same loss terms times this weight; training only
-    # (torchvision: 0.5).
-    aux_weight: float = field(default=0.0, metadata={"ge": 0})
-    # Classes including background; None: from the data.
-    num_classes: int | None = field(default=None, metadata={"ge": 2})
-    # Weighted sum of terms: ce (torch cross-entropy), dice, focal (smp); every term skips data.ignore_index.
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    backbone: BackboneConfig = setting(factory=BackboneConfig, help="the encoder; the DeepLabs dilate it to "
+                                                                    "backbone.output_stride")
+    decoder: Literal["unet", "fpn", "deeplabv3", "deeplabv3plus"] = setting(
+        "unet", "segmentation-models-pytorch decoder; with output_stride null, deeplabv3 dilates to 8, deeplabv3plus "
+                "to 16")
+    decoder_channels: list[int] | None = setting(
+        None, "unet: a width per block, deepest first; fpn: [pyramid, segmentation]; deeplab*: [aspp]; null: smp's",
+        ge=1)
+    dropout: float = setting(0.2, "dropout probability; fpn: before the head; deeplab*: in ASPP; unet: unused",
+                             ge=0, lt=1)
+    # As torchvision's aux classifier (weight 0.5 there) / MMSegmentation's auxiliary_head: deep supervision in
+    # training only; evaluation, prediction and export never run the head.
+    aux_weight: float = setting(0.0, "> 0: an auxiliary FCN head on the second-deepest feature, its loss x this; 0: "
+                                     "none", ge=0)
+    num_classes: int | None = setting(None, "classes including background; null: from the data", ge=2)
+    loss: dict[str, float] = setting(factory=lambda: {"ce": 1.0},
+                                     help="weighted sum of terms: ce, dice, focal, e.g. {ce: 1, dice: 0.5} (all skip "
+                                          "ignore_index)")
+    inference: InferenceConfig = setting(factory=InferenceConfig, help="how evaluation and prediction run the model "
+                                                                       "on a whole image")
 
 
 @dataclass
 class SegmentationDataConfig:
-    format: Literal["shapes", "voc", "folders", "coco"] = "shapes"
-    shapes_format: Literal["voc", "coco"] = "voc"  # which copy of the built-in set the adapters read
-    root: str | None = None  # voc: the folder with JPEGImages/, SegmentationClass/, ImageSets/; shapes: cache dir
-    train_split: str = "train"  # voc: ImageSets/Segmentation/<split>.txt
-    val_split: str = "val"
-    train_images: str | None = None  # folders / coco
-    train_masks: str | None = None  # folders
-    train_annotations: str | None = None  # coco instances JSON
-    val_images: str | None = None
-    val_masks: str | None = None
-    val_annotations: str | None = None
-    # Class names by mask value (index 0 first). voc: default the 21 VOC classes; folders: required; coco:
-    # category names to keep (background is added first).
-    classes: list[str] | None = None
-    colors: list[list[int]] | None = None  # folders with RGB masks: colors[i] = [r, g, b] of class i
-    ignore_colors: list[list[int]] = field(default_factory=list)  # RGB mask colours read as ignore_index
-    ignore_index: int = field(default=255, metadata={"ge": 0})
-    crop_size: int = field(default=512, metadata={"ge": 8})  # training crop (square)
-    scale: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"gt": 0, "range": True})  # rescale range
-    hflip: float = field(default=0.5, metadata={"ge": 0, "le": 1})
-    color_jitter: float = field(default=0.2, metadata={"ge": 0, "le": 1})
+    format: Literal["shapes", "voc", "folders", "coco"] = setting("shapes", "shapes: the built-in set; voc: a VOC "
+                                                                            "folder; folders: image + mask folders; "
+                                                                            "coco: instances JSON")
+    shapes_format: Literal["voc", "coco"] = setting("voc", "shapes: which copy of the built-in set the adapters read")
+    root: str | None = setting(None, "voc: the folder with JPEGImages/, SegmentationClass/, ImageSets/; shapes: "
+                                     "cache dir (null: default)")
+    train_split: str = setting("train", "voc: the training split, listed in ImageSets/Segmentation/<split>.txt")
+    val_split: str = setting("val", "voc: the validation split, listed in ImageSets/Segmentation/<split>.txt")
+    train_images: str | None = setting(None, "folders / coco: the training images folder")
+    train_masks: str | None = setting(None, "folders: the training masks folder (<stem>.png per image)")
+    train_annotations: str | None = setting(None, "coco: the training instances JSON")
+    val_images: str | None = setting(None, "folders / coco: the validation images folder")
+    val_masks: str | None = setting(None, "folders: the validation masks folder (<stem>.png per image)")
+    val_annotations: str | None = setting(None, "coco: the validation instances JSON")
+    classes: list[str] | None = setting(None, "class names by mask value, 0 first; folders: required; coco: categories "
+                                              "to keep; null: voc's 21 / coco's all")
+    colors: list[list[int]] | None = setting(None, "folders with RGB masks: colors[i] = [r, g, b] of class i; null: "
+                                                   "masks hold class indices")
+    ignore_colors: list[list[int]] = setting(factory=list, help="folders with RGB masks: [r, g, b] colours read as "
+                                                                "ignore_index")
+    ignore_index: int = setting(255, "mask value that is neither trained on nor scored (also padding, coco crowds)",
+                                ge=0)
+    crop_size: int = setting(512, "training: side of the square random crop in pixels", ge=8)
+    scale: list[float] = setting(factory=lambda: [0.5, 2.0], help="training: [low, high] range of the random "
+                                                                  "rescale factor", gt=0, range=True)
+    hflip: float = setting(0.5, "training: probability of a horizontal flip", ge=0, le=1)
+    color_jitter: float = setting(0.2, "training: brightness / contrast / saturation jitter j (factors in [1-j, "
+                                       "1+j]); 0: off", ge=0, le=1)
 
 
 @dataclass
