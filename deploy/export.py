@@ -4,8 +4,11 @@
 
 1. the checkpoint's model, rebuilt from its own config (``engine.checkpoint.checkpoint_config``);
 2. ``task.export_module(model, postprocess)`` traced on real validation images with torch's TorchScript-based
-   ONNX exporter (its Faster R-CNN path is the one torchvision tests; the dynamo exporter took ~10x longer per
-   export here and changes op sets on conversion), then ``onnx.checker``;
+   ONNX exporter, then ``onnx.checker``. Not the newer ``dynamo=True`` exporter, although torch deprecates this
+   one: it cannot export the detector (torch.export stops at data-dependent branches, ours in the resize and
+   torchvision's in batched NMS), it takes many times longer on the other tasks, it writes opset 18 where
+   conversion to the requested opset fails, its node names lose the module path that INT8 scopes select by, and it
+   needs onnxscript. ``tools/experiments/onnx_exporters.py`` measures both (docs/benchmarks.md, "ONNX exporters");
 3. parity: the same validation images through the torch module and through ONNX Runtime, compared by the
    task's ``parity`` against ``onnx_parity_limits``; the figures are printed, stored in the file's metadata and
    in ``<file>.json`` beside it. A file that misses a limit is still written (with ``"passed": false``) so the

@@ -16,13 +16,13 @@ import copy
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from .runtime import OnnxRunner, import_onnxruntime, read_onnx_info
+from .runtime import OnnxRunner, import_onnx, import_onnxruntime, read_onnx_info
 
 __all__ = ["compare_speed", "evaluate_onnx", "quantize_int8", "static_int8"]
 
@@ -43,9 +43,11 @@ class _Calibration:
         self.position = 0
 
 
-def static_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray]) -> None:
+def static_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray], scopes: Sequence[str] = ()) -> None:
     """``src`` -> ``dst``: ONNX Runtime static quantization with this project's settings (QDQ, per-channel int8
-    weights, uint8 activations, MinMax ranges over ``calibration``, the graph input's arrays)."""
+    weights, uint8 activations, MinMax ranges over ``calibration``, the graph input's arrays), of the nodes whose
+    names start with one of ``scopes`` (empty: every node of a type ONNX Runtime quantizes)."""
+    onnx = import_onnx()
     import_onnxruntime()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -55,9 +57,13 @@ def static_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray])
     try:
         # shape inference + graph cleanup first, as ONNX Runtime recommends before static quantization
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        names = [n.name for n in onnx.load(str(prepared)).graph.node]
+        chosen = [n for n in names if n.startswith(tuple(scopes))] if scopes else None
+        if chosen == []:
+            raise UserError(f"no node of {src.name} lies under the INT8 scopes {list(scopes)}")
         quantize_static(str(prepared), str(dst), _Calibration("images", calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=chosen)
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -76,7 +82,7 @@ def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: tor
                    for batch in validation_batches(task, calibration_images, split="train", meta=state.get("meta"))
                    for args in task.export_examples(batch, model)]
     partial = path.with_name(f".{out.name}.partial")
-    static_int8(path, partial, calibration)
+    static_int8(path, partial, calibration, task.int8_scopes)
     partial.replace(out)
     info = read_onnx_info(path)
     fp32_metrics = evaluate_onnx(path, task, cfg, state, path.parent / f"{path.stem}-eval" / "fp32")
@@ -84,8 +90,10 @@ def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: tor
     speed = compare_speed(OnnxRunner(path), OnnxRunner(out), examples[0])
     metrics = [k for k in (task.main_metric, "AP50", "bbox_AP50") if k in fp32_metrics and k in int8_metrics]
     report = {
-        "path": str(out), "calibration_images": sum(len(a) if task.onnx_batched else 1 for a in calibration), "method": "ONNX Runtime quantize_static, QDQ, "
-        "per-channel int8 weights, uint8 activations, MinMax calibration on training images",
+        "path": str(out), "calibration_images": sum(len(a) if task.onnx_batched else 1 for a in calibration),
+        "method": "ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 activations, MinMax calibration "
+                  "on training images",
+        "scopes": list(task.int8_scopes) or "every node",
         "fp32": {k: fp32_metrics[k] for k in metrics}, "int8": {k: int8_metrics[k] for k in metrics},
         "delta": {k: int8_metrics[k] - fp32_metrics[k] for k in metrics}, "speed": speed,
     }

@@ -466,7 +466,13 @@ class Trainer:
 
         ``runtime``: a module that runs the checkpoint's model elsewhere (``task.onnx_model``: an exported
         file in ONNX Runtime); it is evaluated and reported on instead, and ``state`` needs no weights.
+
+        Raises UserError when ``cfg.run_dir`` holds a training run: its report is never replaced (the CLI's ``eval``
+        writes into ``<run>/eval/<timestamp>/``; set ``cfg.output`` to such a folder).
         """
+        if (self.run_dir / "checkpoints").is_dir():
+            raise UserError(f"{self.run_dir} holds a training run: evaluating into it would replace its report.json; "
+                            f"set cfg.output to another folder (e.g. {self.run_dir / 'eval'})")
         if checkpoint is not None and state is None:
             state = load_checkpoint(checkpoint)
         if checkpoint is not None:

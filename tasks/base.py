@@ -205,6 +205,9 @@ class Task:
     onnx_dynamic_axes: ClassVar[dict[int, str]] = {}
     #: Whether the graph takes a batch (``(N, 3, H, W)``) or one image (detection: ``(3, H, W)``).
     onnx_batched: ClassVar[bool] = True
+    #: ``export --quantize int8``: name prefixes of the graph nodes to quantize (the exporter names a node after
+    #: its module, e.g. ``/model/backbone/...``); the rest stays float32. Empty: every node ONNX Runtime can.
+    int8_scopes: ClassVar[tuple[str, ...]] = ()
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
         """Names of :meth:`export_module`'s outputs, in order."""

@@ -158,6 +158,27 @@ def test_detection_export_parity_and_ort_eval(det_run, tmp_path):
             assert max(abs(x - y) for x, y in zip(dt["box"], do["box"])) <= 0.5 and abs(dt["score"] - do["score"]) <= 1e-3
 
 
+def test_detection_int8_quantizes_only_the_task_scopes(det_run, tmp_path):
+    """The convolutions and fc layers of the backbone, FPN, RPN head and box head run in INT8; the class / box
+    predictors, box decoding and NMS stay float32 (quantizing every node cost the demo detector 6 AP points, and
+    ONNX Runtime crashed on such a file of another demo run)."""
+    from resvision.tasks.detection import DetectionTask
+
+    info = export(det_run / "checkpoints/last.pt", tmp_path / "det.onnx", parity_images=2, quantize="int8",
+                  calibration_images=4, quiet=True)
+    scopes = ("/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_head/")
+    assert tuple(info["int8"]["scopes"]) == DetectionTask.int8_scopes == scopes
+    graph = onnx.load(info["int8"]["path"]).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    quantized = {n.name: getattr(producer.get(n.input[1]), "op_type", None) == "DequantizeLinear" for n in weighted}
+    inside = {name for name in quantized if name.startswith(scopes)}
+    assert all(quantized[name] for name in inside) and {n.split("/")[2] for n in inside} == {"backbone", "rpn", "roi_heads"}
+    outside = set(quantized) - inside
+    assert {n.rsplit("/", 2)[-2] for n in outside} == {"cls_score", "bbox_pred"} and not any(quantized[n] for n in outside)
+    assert set(info["int8"]["fp32"]) == {"bbox_AP", "bbox_AP50"}  # and both files were evaluated
+
+
 # ------------------------------------------------------------------------------------------ segmentation
 def test_segmentation_export_parity_any_size_and_ort_eval(seg_run, tmp_path):
     ckpt = seg_run / "checkpoints/last.pt"

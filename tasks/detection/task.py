@@ -93,6 +93,9 @@ class DetectionTask(Task):
     onnx_batched = False  # torchvision's ONNX path: one (3, H, W) image per call
     onnx_dynamic_axes = {1: "height", 2: "width"}
     onnx_parity_limits = {"label_agreement": (">=", 1.0), "max_box_diff_px": ("<=", 0.5), "max_score_diff": ("<=", 1e-3)}
+    # INT8: the backbone + FPN, the RPN head's convolutions and the box head's two fc layers, where the time goes;
+    # box decoding, NMS, RoIAlign and the class / box predictors stay float32 (docs/benchmarks.md, "INT8 detection")
+    int8_scopes = ("/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_head/")
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone.body
