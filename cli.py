@@ -144,30 +144,17 @@ def _check_task(args, cfg) -> None:
 
 
 def _checkpoint_cfg(args, path: str):
-    """A checkpoint and the config that rebuilds its model (see engine.checkpoint.checkpoint_config)."""
-    from .engine.checkpoint import checkpoint_config, load_checkpoint
+    """A checkpoint (or exported file) and the config that rebuilds its model (``predictor.read_source``)."""
+    from .predictor import read_source
 
     if Path(path).suffix == ".onnx":
         if getattr(args, "engine", None) is None:
             args.engine = "onnxruntime"
         if args.engine != "onnxruntime":
             raise UserError(f"{path} is an exported ONNX file: it runs with --engine onnxruntime, not {args.engine}")
-        from .deploy.runtime import read_onnx_info
-
-        state = read_onnx_info(path)  # task, config, meta: the checkpoint without weights
-        if state.get("postprocess", "none") != "none":
-            raise UserError(f"{path} was exported with --postprocess {state['postprocess']}; eval and predict need "
-                            "the plain export (--postprocess none)")
-        parity = state.get("parity") or {}  # an INT8 file has none: its accuracy was measured at export instead
-        if parity and not parity.get("passed") and not args.allow_unverified:
-            failed = [k for k, c in parity.get("checks", {}).items() if not c.get("ok")]
-            raise UserError(f"{path} failed its parity check at export ({', '.join(failed)}): its outputs may "
-                            "differ from the torch model's; --allow-unverified runs it anyway")
-    else:
-        state = load_checkpoint(path)
-        if getattr(args, "engine", "torch") is None:
-            args.engine = "torch"
-    cfg = checkpoint_config(state, path, list(args.overrides or []), args.config)
+    elif getattr(args, "engine", "torch") is None:
+        args.engine = "torch"
+    state, cfg = read_source(path, list(args.overrides or []), args.config, getattr(args, "allow_unverified", False))
     _check_task(args, cfg)
     return state, cfg
 
@@ -285,29 +272,16 @@ def _eval_predictions(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import torch
+    from .predictor import expand_inputs, load
 
-    from .engine.checkpoint import load_model_state
-    from .tasks import build_task
-
-    state, cfg = _checkpoint_cfg(args, args.checkpoint)
-    task = build_task(cfg)
-    options = task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes() for o in t.predict_options})
-    paths = _expand_inputs(args.inputs)
-    data = task.data_from_meta(state.get("meta", {}))
     out = _results_dir(args.output, _next_to(args.checkpoint, "predict"))
-    if args.engine == "onnxruntime":
-        if args.compile:
-            raise UserError("--compile applies to --engine torch only")
-        model = _onnx_runtime(args, task, out)
-    else:
-        model = task.build_model(data)
-        load_model_state(model, state.get("ema") or state["model"], args.checkpoint)
-        model.eval().to(memory_format=torch.channels_last)  # ~10-25% faster CPU convolutions (docs/benchmarks.md)
-        if args.compile:
-            model = torch.compile(model)
-    results = task.predict(model, paths, data, **options)
-    written = task.write_predictions(results, out, data)
+    predictor = load(args.checkpoint, engine=args.engine, overrides=list(args.overrides or []), config=args.config,
+                     allow_unverified=args.allow_unverified, compile=args.compile, export_dir=out)
+    _check_task(args, predictor.task.cfg)
+    options = predictor.task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes()
+                                         for o in t.predict_options})
+    results = predictor.predict(expand_inputs(args.inputs), **options)
+    written = predictor.write(results, out)
     if len(results) <= 20:
         print(json.dumps(results, indent=2, default=_brief))
     print("predictions: " + ", ".join(str(p) for p in written[:3]) + (f" (+{len(written) - 3} more)" if len(written) > 3 else ""))
@@ -345,23 +319,6 @@ def _brief(value: Any) -> str:
     """How the printed results show what JSON cannot hold (a predicted mask: its shape; the files have it)."""
     shape = getattr(value, "shape", None)
     return f"<array {'x'.join(map(str, shape))}>" if shape is not None else str(value)
-
-
-def _expand_inputs(inputs: Sequence[str]) -> list[str]:
-    from .datasets import IMAGE_EXTENSIONS
-
-    paths = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.is_file():
-            paths.append(str(p))
-        else:
-            raise UserError(f"input not found: {item}")
-    if not paths:
-        raise UserError(f"no images in {', '.join(inputs)}")
-    return paths
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "config": cmd_config}

@@ -13,7 +13,7 @@ from resvision.datasets.classification import (
     split_samples,
 )
 from resvision.datasets.demo import default_cache_dir, digits_folder
-from resvision.datasets.image_io import BadImageError, read_image
+from resvision.datasets.image_io import BadImageError, as_rgb, image_label, read_image
 from resvision.datasets.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,6 +36,8 @@ __all__ = [
     "default_cache_dir",
     "digits_folder",
     "image_folder_samples",
+    "as_rgb",
+    "image_label",
     "read_image",
     "split_samples",
 ]

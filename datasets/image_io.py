@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from resvision.errors import DataError
 
-__all__ = ["BadImageError", "decoded", "read_image"]
+__all__ = ["BadImageError", "as_rgb", "decoded", "image_label", "read_image"]
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -81,6 +81,77 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     with decoded(path) as image:
         return _to_rgb_array(ImageOps.exif_transpose(image))
+
+
+def as_rgb(image: object) -> np.ndarray:
+    """An image held any way a user holds one, as the ``(H, W, 3)`` uint8 RGB array :func:`read_image` gives.
+
+    Args:
+        image: a file path (:func:`read_image`); a PIL image (upright by its EXIF orientation, any mode converted as
+            a file of that mode is); a numpy array ``(H, W)`` grey or ``(H, W, 3 | 4)`` RGB / RGBA, uint8 or uint16;
+            or a torch tensor ``(3, H, W)`` (torchvision's layout), float in [0, 1] or uint8.
+
+    Raises:
+        BadImageError: a type, layout, dtype or value range that is none of these, in one line naming what was given.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return _to_rgb_array(ImageOps.exif_transpose(image))
+    if type(image).__module__ == "torch" and hasattr(image, "permute"):  # a torch.Tensor, without importing torch
+        return _tensor_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image)
+    raise BadImageError(f"an image must be a path, a PIL image, a numpy array or a torch tensor, got "
+                        f"{type(image).__name__}")
+
+
+def image_label(image: object, index: int) -> str:
+    """How results name an input: a file's path, else ``<array 0>`` / ``<tensor 1>`` / ``<PIL image 2>`` (its
+    position in the call)."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    kind = "PIL image" if isinstance(image, Image.Image) else "tensor" if hasattr(image, "permute") else "array"
+    return f"<{kind} {index}>"
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    shape = f"{array.dtype} array of shape {tuple(array.shape)}"
+    if array.dtype not in (np.uint8, np.uint16):
+        raise BadImageError(f"a numpy image must be uint8 or uint16 (H, W[, C]), got a {shape} (floats in [0, 1]: "
+                            f"pass (x * 255).round().astype(np.uint8), or a (3, H, W) torch tensor)")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise BadImageError(f"a numpy image must be (H, W), (H, W, 3) RGB or (H, W, 4) RGBA, got a {shape}"
+                            + (" (channels first? give (H, W, C))" if array.ndim == 3 and array.shape[0] in (1, 3, 4)
+                               else ""))
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)  # as a 16-bit file: the high byte
+    if array.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(array, 3, axis=2))
+    if array.shape[2] == 4:
+        return _composite_on_white(array)
+    return np.ascontiguousarray(array)
+
+
+def _tensor_to_rgb(tensor) -> np.ndarray:
+    shape = f"{str(tensor.dtype).removeprefix('torch.')} tensor of shape {tuple(tensor.shape)}"
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        hint = " (channels last? give (3, H, W), e.g. tensor.permute(2, 0, 1))" if tensor.ndim == 3 and \
+            tensor.shape[-1] in (1, 3) else ""
+        raise BadImageError(f"a tensor image must be (3, H, W) or (1, H, W), got a {shape}{hint}")
+    pixels = tensor.detach().cpu()
+    if pixels.is_floating_point():
+        low, high = float(pixels.min()), float(pixels.max())
+        if not (low >= 0 and high <= 1):  # also NaN
+            raise BadImageError(f"a float tensor image must hold values in [0, 1], got [{low:g}, {high:g}] in a {shape} "
+                                "(not normalised: the model's preprocessing is applied to it)")
+        pixels = (pixels * 255).round()
+    elif str(pixels.dtype) != "torch.uint8":
+        raise BadImageError(f"a tensor image must be float in [0, 1] or uint8, got a {shape}")
+    array = pixels.numpy().astype(np.uint8).transpose(1, 2, 0)
+    return np.ascontiguousarray(np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array)
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

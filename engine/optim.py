@@ -59,8 +59,9 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
     ``requires_grad``; optimizers skip parameters whose ``grad`` is None.
     Backbone stage ``i`` of ``n`` gets ``backbone_lr_mult * layer_decay ** (n - i)`` (the head is
     depth ``n``, as in BEiT's layer-wise decay); biases and norm weights (ndim <= 1) get no decay.
-    Each group carries ``lr_scale``, which timm's schedulers multiply into the scheduled LR (so the
-    group's own ``lr`` stays the base LR: setting both would scale twice).
+    Each group carries ``lr_scale``, which timm's schedulers multiply into the scheduled LR they compute from the
+    group's ``initial_lr`` (the base LR); its ``lr`` starts scaled already, so a plain loop without a timm
+    scheduler (a user's own) trains each stage at its rate too.
     """
     stages = backbone.stage_modules()
     stage_of = {id(p): i for i, stage in enumerate(stages) for p in stage.parameters()}
@@ -74,7 +75,7 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
         decay = 0.0 if (optim.no_decay_norm_bias and param.ndim <= 1) else optim.weight_decay
         groups.setdefault((scale, decay), []).append(param)
     return [
-        {"params": params, "lr_scale": scale, "weight_decay": decay}
+        {"params": params, "lr_scale": scale, "weight_decay": decay, "lr": optim.lr * scale, "initial_lr": optim.lr}
         for (scale, decay), params in groups.items()
     ]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from typing import Any
+
+from torch import nn
 
 from ..errors import ConfigError
 from .base import DataInfo, Evaluator, Task, TaskOption
@@ -51,5 +54,40 @@ def build_task(cfg) -> Task:
     return get_task_class(cfg.task)(cfg)
 
 
-__all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "get_task_class", "list_tasks",
+def create_model(task: str, backbone: str | dict[str, Any] = "resnet50", num_classes: int | None = None,
+                 pretrained_backbone: str | None = None, **model_options: Any) -> nn.Module:
+    """A task's model: a registry backbone plus the task's head(s), the module the CLI builds for the same config
+    (the schema's defaults: torchvision's for detection, smp's for the decoders), untrained except for
+    ``pretrained_backbone``.
+
+    >>> model = rv.create_model("segmentation", backbone="resnet50", num_classes=21, decoder="deeplabv3plus")
+    >>> rv.create_model("detection", backbone="timm:resnet18", num_classes=3, min_size=512)
+
+    Args:
+        task: a task name (``rv.list_tasks()``).
+        backbone: a registry name (``resnet18``, ``custom``, ``timm:<model>``, ...) or the whole ``model.backbone``
+            config section as a dict (e.g. ``{"name": "resnet50", "out_features": ["c3", "c4", "c5"]}``).
+        num_classes: the head's classes (segmentation: background included; face: training identities).
+        pretrained_backbone: ``torchvision:<WEIGHTS>``, ``timm:<tag>`` or a local weights file.
+        model_options: any other key of the task's ``model`` section (``resvision config --task T`` lists them).
+
+    Raises:
+        ConfigError: an unknown option or a value of the wrong type, named as the config loader names it.
+    """
+    from ..config import config_from_dict
+
+    section = dict(backbone) if isinstance(backbone, dict) else {"name": backbone}
+    if pretrained_backbone is not None:
+        section["pretrained"] = pretrained_backbone
+    model = {**model_options, "backbone": section}
+    if num_classes is not None:
+        model["num_classes"] = num_classes
+    cfg = config_from_dict({"task": task, "model": model})
+    if cfg.model.num_classes is None:
+        raise ConfigError(f"create_model({task!r}): give num_classes (the data sets it when training from a config)")
+    built = build_task(cfg)
+    return built.build_model(built.data_from_meta({"classes": [f"class_{i}" for i in range(cfg.model.num_classes)]}))
+
+
+__all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "create_model", "get_task_class", "list_tasks",
            "register_task", "unregister_task"]

@@ -177,9 +177,10 @@ class Task:
         """Report files after an evaluation (the evaluator's tables and plots; tasks add pictures)."""
         evaluator.write_report(run_dir)
 
-    def predict(self, model: nn.Module, paths: list[str], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
-        """One dict per image file, JSON-able except for arrays (e.g. a mask) that :meth:`write_predictions`
-        turns into files; ``options`` are the task's :attr:`predict_options`."""
+    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
+        """One dict per image (a file path, or any image ``datasets.as_rgb`` takes: PIL, numpy, tensor), JSON-able
+        except for arrays (e.g. a mask) that :meth:`write_predictions` turns into files; ``"image"`` names it
+        (``datasets.image_label``); ``options`` are the task's :attr:`predict_options`."""
         raise UserError(self.unsupported("predict"))
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:

@@ -136,3 +136,8 @@ def test_readme_library_snippet_runs_and_trains_sensibly(tmp_path, monkeypatch):
     assert scope["metrics"]["top1"] >= 0.9  # a deeper ResNet on the digits, 5 epochs: not a diverged run
     assert (tmp_path / "runs/classification/resnet32_digits/report.json").is_file()
     assert [tuple(f.shape[1:]) for f in scope["features"].values()] == [(512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+    results = scope["results"]  # the file, its pixels and its tensor: one prediction
+    assert [r["topk"] for r in results[1:]] == [results[0]["topk"]] * 2 and results[0]["image"].endswith(".png")
+    frozen = [p.requires_grad for p in scope["model"].backbone.parameters()]
+    assert not all(frozen) and any(frozen)  # stem and stages 1-2 frozen, the rest trains
+    assert {g["lr"] for g in scope["optimizer"].param_groups} >= {1e-3, 1e-4}  # head, and the backbone at 0.1x

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import IMAGENET_MEAN, IMAGENET_STD, build_classification_datasets, classification_transforms, read_image
+from ...datasets import (IMAGENET_MEAN, IMAGENET_STD, as_rgb, build_classification_datasets, classification_transforms,
+                         image_label, read_image)
 from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task, TaskOption
@@ -227,20 +228,21 @@ class ClassificationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], data: DataInfo, topk: int = 5,
+    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, topk: int = 5,
                 batch_size: int = 32) -> list[dict[str, Any]]:
-        """Top-k classes for each image file: ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
+        """Top-k classes for each image (a file, or any image ``datasets.as_rgb`` takes):
+        ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
         device = next(model.parameters()).device
         transform = self.transforms(False)
         names = data.classes
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            images = torch.stack([transform(read_image(p)) for p in chunk]).to(device)
+            images = torch.stack([transform(as_rgb(p)) for p in chunk]).to(device)
             probs = model(images).float().softmax(dim=1)
             top_p, top_c = probs.topk(min(topk, probs.shape[1]), dim=1)
-            for path, ps, cs in zip(chunk, top_p.tolist(), top_c.tolist()):
-                results.append({"image": str(path), "topk": [
+            for i, (path, ps, cs) in enumerate(zip(chunk, top_p.tolist(), top_c.tolist()), start):
+                results.append({"image": image_label(path, i), "topk": [
                     {"label": names[c] if c < len(names) else str(c), "index": c, "prob": round(p, 6)} for p, c in zip(ps, cs)
                 ]})
         return results

@@ -16,7 +16,7 @@ from torch import nn
 from ...backbone import build_backbone_from_config
 from ...backbone.weights import fetch_url, load_strict, read_state_dict, torchvision_cache_path, torchvision_weights_url
 from ...config import BackboneConfig, setting
-from ...datasets import read_image
+from ...datasets import as_rgb, image_label, read_image
 from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
 from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
@@ -228,21 +228,21 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], data: DetectionDataInfo,
+    def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo,
                 score_thresh: float = 0.5) -> list[dict[str, Any]]:
-        """Detections per image file: ``[{"image", "detections": [{"label", "category_id", "score",
-        "box": [x1, y1, x2, y2] pixels}]}]``."""
+        """Detections per image (a file, or any image ``datasets.as_rgb`` takes): ``[{"image", "detections":
+        [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as given}]}]``."""
         device = next(model.parameters()).device
         results = []
-        for path in paths:
-            rgb = read_image(path)
+        for index, path in enumerate(paths):
+            rgb = as_rgb(path)
             output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
             keep = output["scores"] >= score_thresh
             boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
             dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
                      "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
                     for b, s, k in zip(boxes, scores, labels)]
-            results.append({"image": str(path), "detections": dets})
+            results.append({"image": image_label(path, index), "detections": dets})
         return results
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:

@@ -19,8 +19,8 @@ from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
-                         synthetic_faces_dataset)
+from ...datasets import (ClassificationDataset, FaceEvalSet, as_rgb, face_transforms, identity_folder_samples, image_label,
+                         read_image, synthetic_faces_dataset)
 from ...errors import ConfigError, DataError, UserError
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import FaceEvaluator
@@ -238,7 +238,8 @@ class FaceTask(Task):
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[str], data: FaceDataInfo, threshold: float | None = None,
                 gallery: str | None = None) -> list[dict[str, Any]]:
-        """Embeds the face of each image (aligned first with ``data.align``). For exactly two images, also
+        """Embeds the face of each image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
+        ``data.align``). For exactly two images, also
         their cosine similarity and the same / different decision at ``threshold`` (default: the checkpoint's
         verif_threshold); with ``gallery``, the most similar known person of each face (the mean embedding of
         that person's gallery images), or ``unknown`` below the threshold."""
@@ -290,7 +291,7 @@ class FaceTask(Task):
     def _faces(self, paths: list[str]) -> tuple[list[tuple[int, np.ndarray]], list[dict[str, Any]]]:
         """``(result index, face pixels)`` for each image with a face, and one result dict per image; with
         ``data.align`` the largest face is detected and aligned, an image without a face is listed, not fatal."""
-        results: list[dict[str, Any]] = [{"image": str(p)} for p in paths]
+        results: list[dict[str, Any]] = [{"image": image_label(p, i)} for i, p in enumerate(paths)]
         aligner = None
         if self.cfg.data.align:
             from .align import FaceAligner
@@ -298,11 +299,11 @@ class FaceTask(Task):
             aligner = FaceAligner(size=self.cfg.data.image_size)
         faces = []
         for i, path in enumerate(paths):
-            image = read_image(path)
+            image = as_rgb(path)
             face = aligner.align(image) if aligner is not None else image
             if face is None:
                 results[i]["error"] = "no face found"
-                log.warning("%s: no face found, skipped", path)
+                log.warning("%s: no face found, skipped", results[i]["image"])
                 continue
             faces.append((i, face))
         return faces, results

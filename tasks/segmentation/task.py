@@ -16,7 +16,7 @@ from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import IMAGENET_MEAN, IMAGENET_STD, read_image
+from ...datasets import IMAGENET_MEAN, IMAGENET_STD, as_rgb, image_label, read_image
 from ...datasets.segmentation import (
     SegmentationData,
     SegmentationDataset,
@@ -340,19 +340,20 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], data: SegmentationDataInfo) -> list[dict[str, Any]]:
-        """Per image: ``{"image", "height", "width", "pixels": {class: fraction of the image}, "mask"}``, where
-        ``mask`` is the ``(H, W)`` uint8/int64 array of class indices (``write_predictions`` saves it as a PNG)."""
+    def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo) -> list[dict[str, Any]]:
+        """Per image (a file, or any image ``datasets.as_rgb`` takes): ``{"image", "height", "width", "pixels":
+        {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class indices at the
+        image's own size (``write_predictions`` saves it as a PNG)."""
         device = next(model.parameters()).device
         transform = self.transforms(False)
         results = []
-        for path in paths:
-            rgb = read_image(path)
+        for index, path in enumerate(paths):
+            rgb = as_rgb(path)
             tensor, _ = transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
             mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
             counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
             pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
-            results.append({"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+            results.append({"image": image_label(path, index), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
                             "pixels": pixels, "mask": mask})
         return results
 

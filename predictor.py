@@ -1,0 +1,161 @@
+"""A trained model, ready to predict: ``rv.load(path)`` -> :class:`Predictor`.
+
+This is the one way a checkpoint (``.pt``) or an exported file (``.onnx``) becomes a model that predicts: the CLI's
+``predict`` uses it too, so the library and the command line give the same results on the same images.
+
+>>> import resvision as rv
+>>> predictor = rv.load("runs/classification/resnet20_digits/checkpoints/best.pt")
+>>> results = predictor(["photo.jpg", pil_image, numpy_hwc_uint8, chw_float_tensor])
+>>> results[0]["topk"][0]["label"]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import UserError
+
+__all__ = ["Predictor", "expand_inputs", "load", "read_source"]
+
+
+def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
+                allow_unverified: bool = False) -> tuple[dict[str, Any], Any]:
+    """``(state, cfg)`` of a checkpoint or an exported file: its stored state (for ``.onnx``: the metadata, no
+    weights) and the config that rebuilds its model (``engine.checkpoint.checkpoint_config``).
+
+    An ``.onnx`` file exported with an extra graph step (``--postprocess``) or whose parity check failed at export
+    is refused (the latter unless ``allow_unverified``): its outputs are not what the task's code reads.
+    """
+    from .engine.checkpoint import checkpoint_config, load_checkpoint
+
+    if Path(path).suffix == ".onnx":
+        from .deploy.runtime import read_onnx_info
+
+        state = read_onnx_info(path)  # task, config, meta: the checkpoint without weights
+        if state.get("postprocess", "none") != "none":
+            raise UserError(f"{path} was exported with --postprocess {state['postprocess']}; eval and predict need "
+                            "the plain export (--postprocess none)")
+        parity = state.get("parity") or {}  # an INT8 file has none: its accuracy was measured at export instead
+        if parity and not parity.get("passed") and not allow_unverified:
+            failed = [k for k, c in parity.get("checks", {}).items() if not c.get("ok")]
+            raise UserError(f"{path} failed its parity check at export ({', '.join(failed)}): its outputs may "
+                            "differ from the torch model's; --allow-unverified runs it anyway")
+    else:
+        state = load_checkpoint(path)
+    return state, checkpoint_config(state, path, list(overrides), config)
+
+
+def expand_inputs(inputs: Any) -> list[Any]:
+    """The images of ``inputs``: a path or a folder (its image files, sorted, recursively), an in-memory image
+    (PIL, numpy, tensor: see ``datasets.as_rgb``), or a list of these."""
+    from .datasets import IMAGE_EXTENSIONS
+
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    images: list[Any] = []
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            images.append(item)
+            continue
+        p = Path(item)
+        if p.is_dir():
+            images += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            images.append(str(p))
+        else:
+            raise UserError(f"input not found: {item}")
+    if not images:
+        raise UserError(f"no images in {', '.join(map(str, items)) or 'the empty input list'}")
+    return images
+
+
+class Predictor:
+    """A model in eval mode with what its task needs to predict (class names, threshold, preprocessing).
+
+    Call it (or :meth:`predict`) with a path, a folder, a PIL image, a numpy ``(H, W, 3)`` uint8 RGB array, a
+    ``(3, H, W)`` float tensor in [0, 1], or a list of these; it returns one dict per image, the records
+    ``predictions.json`` holds: classification ``topk``; detection ``detections`` (``box`` in the image's own
+    pixels, ``label``, ``score``); segmentation ``mask`` (the image's size) and ``pixels``; face ``embedding``
+    (and ``pair`` for two images, ``identity`` with ``gallery=``).
+    """
+
+    def __init__(self, task, model, data, source: Path, engine: str) -> None:
+        self.task, self.model, self.data, self.source, self.engine = task, model, data, source, engine
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data.classes)
+
+    def predict(self, inputs: Any, **options: Any) -> list[dict[str, Any]]:
+        """Predict every image of ``inputs``; ``options`` are the task's predict options (e.g. ``score_thresh``)."""
+        accepted = {o.name for o in self.task.predict_options}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise UserError(f"unknown option {unknown[0]!r} for task {self.task.name} "
+                            f"(options: {', '.join(sorted(accepted)) or 'none'})")
+        return self.task.predict(self.model, expand_inputs(inputs), self.data, **self.task.options_of(options))
+
+    __call__ = predict
+
+    def write(self, results: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+        """The files ``predict`` writes: predictions.json and the task's CSV / PNG files (inputs given as files)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return self.task.write_predictions(results, out, self.data)
+
+    def __repr__(self) -> str:
+        return f"Predictor(task={self.task.name!r}, source={str(self.source)!r}, engine={self.engine!r})"
+
+
+def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", overrides: Sequence[str] = (),
+         config: str | Path | None = None, allow_unverified: bool = False, compile: bool = False,
+         export_dir: str | Path | None = None) -> Predictor:
+    """A checkpoint (``.pt``, written by training) or an exported file (``.onnx``) as a ready :class:`Predictor`:
+    the model rebuilt from the file's own config, weights loaded (EMA weights when the checkpoint has them), eval
+    mode, no training data needed.
+
+    Args:
+        path: the ``.pt`` or ``.onnx`` file.
+        engine: ``"torch"`` or ``"onnxruntime"``; default: ``onnxruntime`` for ``.onnx``, ``torch`` for ``.pt`` (a
+            ``.pt`` with ``onnxruntime`` is exported first, with its parity check, into ``export_dir``).
+        device: torch engine: ``"cpu"``, ``"cuda"``, ...; ``"auto"`` picks CUDA when present.
+        overrides: ``key=value`` config overrides (e.g. ``model.inference.mode=slide``).
+        config: a YAML config to use instead of the file's own.
+        allow_unverified: run an ``.onnx`` file whose parity check failed at export.
+        compile: torch engine: ``torch.compile`` the model.
+    """
+    import torch
+
+    from .engine.checkpoint import load_model_state
+    from .tasks import build_task
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such checkpoint or exported file: {path}")
+    engine = engine or ("onnxruntime" if path.suffix == ".onnx" else "torch")
+    if engine not in ("torch", "onnxruntime"):
+        raise UserError(f"engine must be torch or onnxruntime, got {engine!r}")
+    if path.suffix == ".onnx" and engine != "onnxruntime":
+        raise UserError(f"{path} is an exported ONNX file: it runs with --engine onnxruntime, not {engine}")
+    if compile and engine != "torch":
+        raise UserError("--compile applies to --engine torch only")
+    state, cfg = read_source(path, overrides, config, allow_unverified)
+    task = build_task(cfg)
+    data = task.data_from_meta(state.get("meta", {}))
+    if engine == "onnxruntime":
+        from .deploy import OnnxRunner, export
+
+        onnx_file = path
+        if path.suffix != ".onnx":
+            folder = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="resvision-export-"))
+            onnx_file = export(path, folder / "model.onnx", overrides=list(overrides), config=config)["path"]
+        return Predictor(task, task.onnx_model(OnnxRunner(onnx_file)), data, path, engine)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = task.build_model(data)
+    load_model_state(model, state.get("ema") or state["model"], path)
+    model = model.eval().to(device, memory_format=torch.channels_last)  # faster CPU convolutions (docs/benchmarks.md)
+    if compile:
+        model = torch.compile(model)
+    return Predictor(task, model, data, path, engine)
