@@ -7,21 +7,43 @@ recognition.
 >>> info = rv.export(cfg.run_dir / "checkpoints" / "best.pt", quantize="int8")   # ONNX + parity + INT8
 >>> predictor = rv.load(cfg.run_dir / "checkpoints" / "best.pt")                  # or the .onnx file
 >>> predictor(["photo.jpg", numpy_rgb_array])                                      # one dict per image
+
+The names below are imported on first use (PEP 562), so ``import resvision`` and the command line's ``--help`` do
+not pay for torch and every task before they need them.
 """
 
-from .backbone import Backbone, FeatureSpec, build_backbone, list_backbones, register_backbone
-from .config import Config, FinetuneConfig, OptimConfig, load_config, save_config
-from .deploy import export
-from .engine import Callback, Trainer, apply_finetune_policy, build_optimizer
-from .errors import UserError
-from .predictor import Predictor, load
-from .tasks import DataInfo, Task, build_task, create_model, list_tasks, register_task
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Backbone", "Callback", "Config", "DataInfo", "FeatureSpec", "FinetuneConfig", "OptimConfig", "Predictor", "Task",
-    "Trainer", "UserError", "apply_finetune_policy", "build_backbone", "build_optimizer", "build_task", "create_model",
-    "export", "list_backbones", "list_tasks", "load", "load_config",
-    "register_backbone", "register_task", "save_config",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["Backbone", "FeatureSpec", "build_backbone", "list_backbones", "register_backbone"], ".backbone"),
+    **dict.fromkeys(["Config", "FinetuneConfig", "OptimConfig", "load_config", "save_config"], ".config"),
+    "export": ".deploy",
+    **dict.fromkeys(["Callback", "Trainer", "apply_finetune_policy", "build_optimizer"], ".engine"),
+    "UserError": ".errors",
+    **dict.fromkeys(["Predictor", "load"], ".predictor"),
+    **dict.fromkeys(["DataInfo", "Task", "build_task", "create_model", "list_tasks", "register_task"], ".tasks"),
+}
+_SUBPACKAGES = ("backbone", "config", "datasets", "deploy", "engine", "errors", "predictor", "reports", "tasks")
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'resvision' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_SUBPACKAGES])

@@ -28,13 +28,18 @@ def _task_classes():
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    tasks = "; ".join(f"{t.name}: {t.description}" for t in _task_classes())
-    parser.add_argument("--task", help=f"task name ({tasks}); its default config runs on built-in data")
+    from .tasks import list_tasks  # the task table only: no task (and no torch) is imported for --help
+
+    parser.add_argument("--task", help=f"task name ({', '.join(list_tasks())}); its default config runs on built-in "
+                        "data (`resvision config --task NAME` prints its settings)")
     parser.add_argument("--config", help="YAML config (default: the task's default, or the checkpoint's own config)")
     parser.add_argument("--output", help="directory for this command's results")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(predict_options: bool = True) -> argparse.ArgumentParser:
+    """The command line. ``predict_options=False`` leaves out the tasks' own ``predict`` flags, whose reading
+    imports every task: what every command but ``predict`` parses with, so that ``--help`` and a mistyped option
+    answer at once."""
     parser = argparse.ArgumentParser(
         prog="resvision", description="Fine-tune and evaluate ResNet models: every task on one engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="checkpoint file (.pt) written by `resvision train`, or an exported "
                           ".onnx file (with --engine onnxruntime)")
     _engine_options(evaluate, compile_option=False)
-    formats = "; ".join(f"{t.name}: {t.results_format}" for t in _task_classes() if t.results_format)
-    evaluate.add_argument("--predictions", help=f"a results file from any model, in the task's format ({formats})")
+    evaluate.add_argument("--predictions", help="a results file from any model, in the task's results format "
+                          "(detection: COCO results JSON)")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value")
     predict = sub.add_parser("predict", help="run a checkpoint on images or folders")
     _common(predict)
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "an exported .onnx file (with --engine onnxruntime)")
     _engine_options(predict, compile_option=True)
     seen: dict[str, object] = {}
-    for task_cls in _task_classes():
+    for task_cls in _task_classes() if predict_options else ():
         for option in task_cls.predict_options:
             if option.name in seen:  # two tasks may share an option, with one meaning of its value
                 if seen[option.name] is not option.type:
@@ -108,7 +113,8 @@ def _engine_options(parser: argparse.ArgumentParser, compile_option: bool) -> No
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(predict_options=command == "predict")
     args, extra = parser.parse_known_args(argv)
     # argparse fills a positional list once: the `key=value` overrides (predict: the images) that follow an
     # option arrive here; they belong to that list wherever they stand
@@ -333,9 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return zoo_main(argv[1:])
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 talks
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")
+    args = _parse(argv)  # before any heavy import: --help and argument errors answer at once
     from .engine import distributed as dist_utils
 
-    args = _parse(argv)
     ok = False
     try:
         status = COMMANDS[args.command](args)

@@ -15,6 +15,7 @@ from resvision.datasets.classification import (
 from resvision.datasets.demo import default_cache_dir, digits_folder
 from resvision.datasets.image_io import BadImageError, as_rgb, image_label, read_image
 from resvision.datasets.transforms import (
+    DEFAULT_CROP_PCT,
     IMAGENET_MEAN,
     IMAGENET_STD,
     AlbumentationsTransform,
@@ -23,6 +24,7 @@ from resvision.datasets.transforms import (
 )
 
 __all__ = [
+    "DEFAULT_CROP_PCT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",

@@ -40,7 +40,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # Evaluation resize ratio: shorter side = image_size / 0.875 (256 for 224), torchvision/timm default.
-_DEFAULT_CROP_PCT = 0.875
+DEFAULT_CROP_PCT = 0.875
 
 
 class SeededAugmentation:
@@ -190,7 +190,7 @@ def _train_steps(
 
 
 def _val_steps(image_size: int, resize: int | None) -> list[A.BasicTransform]:
-    resize = round(image_size / _DEFAULT_CROP_PCT) if resize is None else resize
+    resize = round(image_size / DEFAULT_CROP_PCT) if resize is None else resize
     if resize < image_size:
         raise ValueError(f"resize ({resize}) must be >= image_size ({image_size}) for the centre crop")
     return [

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import DataInfo, Evaluator, Task, TaskOption
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .base import DataInfo, Evaluator, Task, TaskOption
 
 # Task name -> module that defines it (as ``TASK``). A fixed table, not a string from the config:
 # configs never choose which code is imported. Adding a task = one line here.
@@ -91,3 +93,10 @@ def create_model(task: str, backbone: str | dict[str, Any] = "resnet50", num_cla
 
 __all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "create_model", "get_task_class", "list_tasks",
            "register_task", "unregister_task"]
+
+
+def __getattr__(name: str) -> Any:
+    """The contract's classes, imported on first use: the task table above is read without torch (``--help``)."""
+    if name in ("DataInfo", "Evaluator", "Task", "TaskOption"):
+        return getattr(importlib.import_module(".base", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

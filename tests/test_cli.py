@@ -202,3 +202,17 @@ def test_readme_config_commands_run_as_written(tmp_path):
         assert "    name: resnet50 " in result.stdout
     assert " parameters (" in result.stdout and "in the backbone resnet50" in result.stdout
     assert not any(tmp_path.iterdir())
+
+
+def test_help_and_argument_errors_answer_before_torch_is_imported():
+    """`--help`, `train --help` and a mistyped option need neither torch nor any task (docs/benchmarks.md: time)."""
+    code = ("import sys\nfrom resvision.cli import main\nfor argv in (['--help'], ['train', '--help'], "
+            "['eval', '--help'], ['train', '--bogus']):\n    try:\n        main(argv)\n    except SystemExit:\n"
+            "        pass\nprint(sorted(m for m in ('torch', 'resvision.tasks.base', 'resvision.engine') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:] + result.stderr[-500:]
+    assert "unrecognized arguments: --bogus" in result.stderr
+    import resvision as rv
+
+    assert {"Trainer", "load", "create_model", "datasets"} <= set(dir(rv)) and rv.Trainer.__name__ == "Trainer"

@@ -241,6 +241,40 @@ def test_export_at_another_size_describes_the_graph_it_wrote(cls_run, tmp_path):
                    tmp_path / "r.onnx", image_size=(40, 48), quiet=True)
 
 
+def test_a_consumer_with_only_the_metadata_reproduces_eval(cls_run, tiny_folder, tmp_path):
+    """Someone with the .onnx file and none of this code (OpenCV, numpy, ONNX Runtime, and the steps the metadata
+    spells out) gets every prediction of the project's own eval of that file: here a 24-px export of a 16-px
+    classifier, so the stored resize really enlarges."""
+    import cv2
+    import onnxruntime as ort
+
+    path = export(cls_run / "checkpoints/last.pt", tmp_path / "m.onnx", image_size=(24, 24), quiet=True)["path"]
+    meta = json.loads(Path(path + ".json").read_text())
+    pre, classes = meta["preprocessing"], meta["meta"]["classes"]
+    assert pre["channel_order"].startswith("RGB") and len(pre["steps"]) == 4
+    mean, std = np.float32(pre["mean"]), np.float32(pre["std"])
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    mine = {}
+    for file in sorted((tiny_folder / "val").rglob("*.png")):
+        rgb = np.asarray(Image.open(file).convert("RGB"))
+        scale = pre["resize"] / min(rgb.shape[:2])
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))  # cv2: (width, height)
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        crop, (h, w) = pre["image_size"], rgb.shape[:2]
+        rgb = rgb[(h - crop) // 2:(h - crop) // 2 + crop, (w - crop) // 2:(w - crop) // 2 + crop]
+        x = ((rgb.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
+        logits = session.run(None, {"images": x})[0][0].astype(np.float64)
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        mine[file.name, file.parent.name] = (classes[int(probs.argmax())], round(float(probs.max()), 4))
+    assert main(["eval", "--checkpoint", path, "--output", str(tmp_path / "e")]) == 0
+    import csv
+
+    with open(tmp_path / "e/val_predictions.csv") as f:
+        theirs = {(Path(r["image"]).name, r["true"]): (r["predicted"], round(float(r["prob"]), 4))
+                  for r in csv.DictReader(f)}
+    assert mine == theirs and len(mine) == 9  # labels and probabilities (a wrong resize or crop moves these)
+
+
 def test_a_file_that_failed_its_parity_check_is_refused_unless_allowed(cls_run, tmp_path, monkeypatch, capsys):
     from resvision.tasks.classification import ClassificationTask
 

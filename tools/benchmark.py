@@ -52,7 +52,8 @@ from resvision.benchmarks.measure import (
 )
 
 THREADS = 2
-BENCHMARKS = ("trainer", "reference", "monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy")
+BENCHMARKS = ("trainer", "reference", "monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy",
+              "cli")
 COMMAND = ".venv/bin/python tools/benchmark.py"
 
 
@@ -342,11 +343,38 @@ def bench_face(s: Settings) -> list[str]:
     return run(s)
 
 
+def bench_cli(s: Settings) -> list[str]:
+    """How long the command line takes to answer before any work: each command a fresh interpreter, the cases in
+    alternating rounds, medians; against the interpreter's own start (``python -c pass``), the floor."""
+    cli = [sys.executable, "-m", "resvision.cli"]
+    cases = {"python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
+             "resvision --help": [*cli, "--help"], "resvision train --help": [*cli, "train", "--help"],
+             "resvision train --bogus (rejected)": [*cli, "train", "--bogus"],
+             "resvision predict --help (reads every task's options)": [*cli, "predict", "--help"],
+             "import resvision; resvision.Trainer (torch and the engine)": [sys.executable, "-c",
+                                                                            "import resvision; resvision.Trainer"]}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(s.pick(5, 2)):
+        for name, argv in cases.items():
+            start = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=False)
+            seconds[name].append(time.perf_counter() - start)
+    floor = statistics.median(seconds["python -c pass (interpreter start)"])
+    lines = ["| command | wall s (median) | min–max | ÷ interpreter start |", "|---|---:|---:|---:|"]
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        lines.append(f"| `{name}` | {median:.2f} | {min(values):.2f}–{max(values):.2f} | {median / floor:.1f} |")
+    return ["## Command line: time to answer", "",
+            "Each command in a fresh interpreter, alternating rounds; the package and the tasks are imported on first "
+            "use, so `--help` and a mistyped option answer before torch is loaded (target: < 1 s).", "", *lines, "",
+            f"Command: `{s.command} --only cli`"]
+
+
 RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambda s: bench_training(s, "reference"),
            "monitor": bench_monitor,
            "pipeline": bench_pipeline, "inference": bench_inference,
            "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face,
-           "deploy": bench_deploy}
+           "deploy": bench_deploy, "cli": bench_cli}
 
 
 SHARED_WINDOWS = ({"trainer", "reference"},)  # sections computed from one alternation: one process for both

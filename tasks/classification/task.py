@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import (IMAGENET_MEAN, IMAGENET_STD, as_rgb, build_classification_datasets, classification_transforms,
+from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, build_classification_datasets, classification_transforms,
                          image_label, read_image)
 from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
@@ -172,6 +172,18 @@ class ClassificationTask(Task):
 
     def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
         return nn.Sequential(model, nn.Softmax(dim=1)) if postprocess == "softmax" else model
+
+    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        """Evaluation's whole pipeline, spelled out for a consumer of the file that has none of this code."""
+        d = self.cfg.data
+        resize = d.resize if d.resize is not None else round(d.image_size / DEFAULT_CROP_PCT)
+        return {**super().preprocessing(model), "resize": resize, "channel_order": "RGB (grey and palette images "
+                "converted, alpha composited on white)",
+                "steps": [f"resize so the shorter side is {resize} px: each side max(1, round(side * {resize} / shorter "
+                          "side)), Python's round (half to even), with OpenCV cv2.resize, INTER_AREA when shrinking, "
+                          "INTER_LINEAR otherwise",
+                          f"centre crop {d.image_size} x {d.image_size} (top-left at floor((size - crop) / 2))",
+                          "float32 / 255, then (x - mean) / std per channel", "HWC -> CHW, add the batch axis"]}
 
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo) -> None:
