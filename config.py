@@ -260,6 +260,8 @@ def _resolve_path(path_or_task: str | Path) -> Path:
         from .tasks import get_task_class
 
         name = get_task_class(name).default_config
+        if Path(name).suffix in (".yaml", ".yml") and Path(name).is_file():  # a plugin's own file
+            return Path(name)
     packaged = CONFIG_DIR / f"{name}.yaml"
     if packaged.is_file():
         return packaged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -36,19 +37,43 @@ def unregister_task(name: str) -> None:
     _REGISTERED.pop(name, None)
 
 
+#: Installed packages add tasks under this entry-point group (``[project.entry-points."resvision.tasks"]``,
+#: ``my_task = "my_package.module:MyTask"``): what the environment installed, never a name read from a config.
+PLUGIN_GROUP = "resvision.tasks"
+
+
+def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    found = importlib.metadata.entry_points(group=PLUGIN_GROUP)
+    return {ep.name: ep for ep in found if ep.name not in _TASK_MODULES}
+
+
 def list_tasks() -> list[str]:
-    return sorted([*_TASK_MODULES, *_REGISTERED])
+    return sorted({*_TASK_MODULES, *_REGISTERED, *_plugins()})
 
 
 def get_task_class(name: str) -> type[Task]:
-    """Return the Task subclass registered as ``name`` (ConfigError with close matches otherwise)."""
+    """Return the Task subclass registered as ``name`` (ConfigError with close matches otherwise): a built-in task,
+    one given to :func:`register_task`, or an installed plugin's (entry-point group :data:`PLUGIN_GROUP`)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name not in _TASK_MODULES:
+    if name in _TASK_MODULES:
+        return importlib.import_module(_TASK_MODULES[name]).TASK
+    plugin = _plugins().get(name)
+    if plugin is None:
         close = difflib.get_close_matches(str(name), list_tasks(), n=2)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown task {name!r}{hint}; tasks: {', '.join(list_tasks())}")
-    return importlib.import_module(_TASK_MODULES[name]).TASK
+    from .base import Task
+
+    try:
+        task_cls = plugin.load()
+    except Exception as err:  # noqa: BLE001 - a broken plugin is named, in one line
+        raise ConfigError(f"task {name!r} from the installed plugin {plugin.value} does not import: "
+                          f"{type(err).__name__}: {err}") from None
+    if not (isinstance(task_cls, type) and issubclass(task_cls, Task) and task_cls.name == name):
+        raise ConfigError(f"the plugin entry point {name} = {plugin.value} is not a Task subclass named {name!r}")
+    _REGISTERED[name] = task_cls
+    return task_cls
 
 
 def build_task(cfg) -> Task:

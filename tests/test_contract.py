@@ -250,3 +250,124 @@ def test_a_failing_plot_never_fails_a_finished_run(tiny_folder, tmp_path, monkey
     run = tmp_path / "run"
     assert main(["train", "--task", "classification", *tiny_overrides(tiny_folder, run)]) == 0
     assert json.loads((run / "report.json").read_text())["top1"] >= 0 and (run / "checkpoints/last.pt").is_file()
+
+
+PLUGIN = '''
+"""A third-party task, installed as a plugin: mean brightness regression on a registry backbone."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resvision.backbone import build_backbone_from_config
+from resvision.config import BackboneConfig, setting
+from resvision.datasets import as_rgb, image_label
+from resvision.tasks import DataInfo, Evaluator, Task
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = setting(factory=lambda: BackboneConfig(name="resnet20"), help="the backbone")
+
+
+@dataclass
+class DataConfig:
+    root: str = setting("", "folder of PNG images")
+
+
+def tensor(image):
+    return torch.from_numpy(as_rgb(image).copy()).permute(2, 0, 1).float() / 255
+
+
+class Mae(Evaluator):
+    state_fields = ("errors",)
+
+    def update(self, predictions, targets):
+        self.errors.extend((predictions - targets).abs().cpu().tolist())
+
+    def compute(self):
+        return {"mae": float(np.mean(self.errors)), "num_samples": float(len(self.errors))}
+
+
+class Brightness(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone, self.head = backbone, nn.Linear(backbone.feature_specs[-1].channels, 1)
+
+    def forward(self, x):
+        return self.head(list(self.backbone(x).values())[-1].mean((2, 3)))[:, 0]
+
+
+class BrightnessTask(Task):
+    name = "brightness_plugin"
+    description = "plugin: mean brightness of an image"
+    ModelConfig, DataConfig = ModelConfig, DataConfig
+    default_config = str(Path(__file__).with_name("brightness.yaml"))
+    main_metric, main_metric_mode = "mae", "min"
+
+    def build_datasets(self, training=True):
+        items = [(tensor(p), tensor(p).mean()) for p in sorted(Path(self.cfg.data.root).glob("*.png"))]
+        return DataInfo(items[:12], items[12:], classes=["brightness"])
+
+    def build_model(self, data):
+        return Brightness(build_backbone_from_config(self.cfg.model.backbone))
+
+    def training_step(self, model, batch):
+        return {"mse": F.mse_loss(model(batch[0]), batch[1])}
+
+    def evaluation_step(self, model, batch):
+        return model(batch[0]), batch[1]
+
+    def build_evaluator(self, data):
+        return Mae()
+
+    @torch.inference_mode()
+    def predict(self, model, images, data):
+        values = model(torch.stack([tensor(p) for p in images]))
+        return [{"image": image_label(p, i), "brightness": float(v)} for i, (p, v) in enumerate(zip(images, values))]
+'''
+
+
+def test_an_installed_plugin_task_runs_through_the_cli(tmp_path):
+    """A package that declares a task under the ``resvision.tasks`` entry-point group (installed here as a
+    package + its .dist-info on the path, as pip leaves them) is listed, trained, evaluated and used to predict by
+    the command line, which has never heard of it."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "brightness_plugin").mkdir(parents=True)
+    (site / "brightness_plugin/__init__.py").write_text(PLUGIN)
+    config = {"task": "brightness_plugin", "train": {"epochs": 2, "batch_size": 4, "num_workers": 0, "progress": False},
+              "optim": {"name": "adamw", "lr": 0.01}, "sched": {"name": "constant"}}
+    (site / "brightness_plugin/brightness.yaml").write_text(yaml.safe_dump(config))
+    info = site / "brightness_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brightness-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[resvision.tasks]\nbrightness_plugin = brightness_plugin:BrightnessTask\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(np.full((8, 8, 3), rng.integers(0, 256), np.uint8)).save(images / f"{i:02d}.png")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "resvision.cli", *args], env=env, capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    assert "brightness_plugin" in cli("train", "--help")
+    run = tmp_path / "run"
+    cli("train", "--task", "brightness_plugin", f"data.root={images}", "--output", str(run))
+    report = json.loads((run / "report.json").read_text())
+    assert report["num_samples"] == 4 and report["mae"] >= 0
+    cli("eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval/report.json").read_text())["mae"] == pytest.approx(report["mae"], abs=1e-6)
+    cli("predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "pred"),
+        str(images / "00.png"))
+    assert json.loads((tmp_path / "pred/predictions.json").read_text())[0]["image"].endswith("00.png")
