@@ -99,7 +99,12 @@ class Predictor:
     __call__ = predict
 
     def write(self, results: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-        """The files ``predict`` writes: predictions.json and the task's CSV / PNG files (inputs given as files)."""
+        """The files ``predict`` writes: predictions.json and the task's CSV / PNG files. The pictures are drawn
+        from the input files again, so the results must come from inputs given as files."""
+        unnamed = [r["image"] for r in results if not Path(str(r["image"])).is_file()]
+        if unnamed:
+            raise UserError(f"write() draws on the input files, and {unnamed[0]} is not one: predict from files to "
+                            "write the results")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         return self.task.write_predictions(results, out, self.data)

@@ -68,6 +68,10 @@ def test_detection_predictor_on_an_array_equals_its_file(det_ckpt, tmp_path):
     assert predictor(files, score_thresh=0.0) == cli
     in_memory = predictor([read_image(f) for f in files], score_thresh=0.0)
     assert _without_names(in_memory) == _without_names(cli) and any(r["detections"] for r in cli)
+    written = predictor.write(predictor(files, score_thresh=0.0), tmp_path / "lib")
+    assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    one_line_error(UserError, ["<array 0>", "from files"], predictor.write, in_memory, tmp_path / "no")
+    assert not (tmp_path / "no").exists()
 
 
 def test_grey_rgba_and_16_bit_arrays_are_read_as_their_files_are(cls_ckpt, tmp_path):
