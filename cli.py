@@ -22,9 +22,18 @@ log = logging.getLogger("resvision")
 
 
 def _task_classes():
+    """Every task class; an installed plugin that fails to load is named in a warning and left out, so that it
+    cannot break the commands of the other tasks."""
+    from .errors import ConfigError
     from .tasks import get_task_class, list_tasks
 
-    return [get_task_class(name) for name in list_tasks()]
+    classes = []
+    for name in list_tasks():
+        try:
+            classes.append(get_task_class(name))
+        except ConfigError as err:
+            log.warning("%s", err)
+    return classes
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -219,20 +228,30 @@ def cmd_config(args) -> int:
 
 
 def _dry_run(cfg) -> None:
-    """Build the model the run would train (no data: the class count comes from the config, or a stand-in)."""
+    """Build the model the run would train, with random weights (no data, no download: the class count comes
+    from the config, or a stand-in; pretrained weights are named, not loaded)."""
+    import copy
+
+    from .engine.checkpoint import clear_pretrained
     from .tasks import build_task
 
+    weights = [f"{k}={v}" for k, v in (("model.backbone.pretrained", cfg.model.backbone.pretrained),
+                                       ("model.pretrained", getattr(cfg.model, "pretrained", None))) if v]
+    cfg = copy.deepcopy(cfg)
+    clear_pretrained(cfg.model)
     task = build_task(cfg)
     classes = getattr(cfg.data, "classes", None) or []
     count = cfg.model.num_classes or len(classes)
     source = "model.num_classes" if cfg.model.num_classes else "data.classes" if classes else None
-    names = list(classes) if classes and len(classes) == count else [f"class_{i}" for i in range(count or 2)]
+    names = list(classes) if classes else [f"class_{i}" for i in range(count or 2)]  # a mismatch fails as in training
     model = task.build_model(task.data_from_meta({"classes": names}))
     total = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in task.backbone_of(model).parameters())
     sized = (f"{len(names)} classes from {source}" if source else
              f"a stand-in {len(names)} classes: the data sets the count when training")
     print(f"model: {total:,} parameters ({backbone:,} in the backbone {cfg.model.backbone.name}); head for {sized}")
+    if weights:
+        print(f"weights: {', '.join(weights)} (not loaded by the dry run)")
     print(f"dry run: nothing read or written; the run would go to {cfg.run_dir} (-2, -3, ... appended if that "
           "folder already holds a run)")
 
@@ -250,7 +269,11 @@ def cmd_eval(args) -> int:
     out = _results_dir(args.output, _next_to(args.checkpoint, "eval"))
     cfg.output = str(out)
     task = build_task(cfg)
-    runtime = _onnx_runtime(args, task, out) if args.engine == "onnxruntime" else None
+    runtime = None
+    if args.engine == "onnxruntime":
+        from .predictor import onnx_module
+
+        runtime = onnx_module(task, args.checkpoint, out, list(args.overrides or []), args.config)
     metrics = Trainer(task).evaluate(args.checkpoint, state, runtime=runtime)
     if dist_utils.is_main_process():
         print(json.dumps(metrics, indent=2))
@@ -282,8 +305,7 @@ def cmd_predict(args) -> int:
 
     out = _results_dir(args.output, _next_to(args.checkpoint, "predict"))
     predictor = load(args.checkpoint, engine=args.engine, overrides=list(args.overrides or []), config=args.config,
-                     allow_unverified=args.allow_unverified, compile=args.compile, export_dir=out)
-    _check_task(args, predictor.task.cfg)
+                     allow_unverified=args.allow_unverified, compile=args.compile, export_dir=out, task=args.task)
     options = predictor.task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes()
                                          for o in t.predict_options})
     results = predictor.predict(expand_inputs(args.inputs), **options)
@@ -292,17 +314,6 @@ def cmd_predict(args) -> int:
         print(json.dumps(results, indent=2, default=_brief))
     print("predictions: " + ", ".join(str(p) for p in written[:3]) + (f" (+{len(written) - 3} more)" if len(written) > 3 else ""))
     return 0
-
-
-def _onnx_runtime(args, task, out: Path):
-    """The module that runs ``--checkpoint`` in ONNX Runtime: the given .onnx file, or a .pt exported on the
-    fly into ``out`` (with its parity check)."""
-    from .deploy import OnnxRunner, export
-
-    path = args.checkpoint
-    if Path(path).suffix != ".onnx":
-        path = export(args.checkpoint, out / "model.onnx", overrides=list(args.overrides or []), config=args.config)["path"]
-    return task.onnx_model(OnnxRunner(path))
 
 
 def cmd_export(args) -> int:
@@ -339,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return zoo_main(argv[1:])
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 talks
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s")
-    args = _parse(argv)  # before any heavy import: --help and argument errors answer at once
+    try:
+        args = _parse(argv)  # before any heavy import: --help and argument errors answer at once
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from .engine import distributed as dist_utils
 
     ok = False

@@ -167,13 +167,6 @@ class Config:
     finetune: FinetuneConfig = setting(factory=FinetuneConfig, help="the fine-tuning policy, the same for every "
                                                                     "task")
 
-    def validate(self) -> None:
-        """Checks across sections (each section checks its own fields)."""
-        late = [e for e in self.finetune.unfreeze_at if not 0 <= e < self.train.epochs]
-        if late:
-            raise ConfigError(f"finetune.unfreeze_at.{late[0]}: epoch {late[0]} is not in 0..{self.train.epochs - 1} "
-                              f"(train.epochs={self.train.epochs}, counted from 0), so it would never happen")
-
     @property
     def run_dir(self) -> Path:
         return Path(self.output) if self.output else Path(self.output_dir) / self.task / self.name

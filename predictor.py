@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .errors import UserError
 
-__all__ = ["Predictor", "expand_inputs", "load", "read_source"]
+__all__ = ["Predictor", "expand_inputs", "load", "onnx_module", "read_source"]
 
 
 def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
@@ -115,7 +115,7 @@ class Predictor:
 
 def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", overrides: Sequence[str] = (),
          config: str | Path | None = None, allow_unverified: bool = False, compile: bool = False,
-         export_dir: str | Path | None = None) -> Predictor:
+         export_dir: str | Path | None = None, task: str | None = None) -> Predictor:
     """A checkpoint (``.pt``, written by training) or an exported file (``.onnx``) as a ready :class:`Predictor`:
     the model rebuilt from the file's own config, weights loaded (EMA weights when the checkpoint has them), eval
     mode, no training data needed.
@@ -129,6 +129,8 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
         config: a YAML config to use instead of the file's own.
         allow_unverified: run an ``.onnx`` file whose parity check failed at export.
         compile: torch engine: ``torch.compile`` the model.
+        export_dir: where a ``.pt`` run with ``onnxruntime`` is exported (default: a new temporary folder).
+        task: the task the file must belong to (checked before anything is built).
     """
     import torch
 
@@ -146,21 +148,29 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     if compile and engine != "torch":
         raise UserError("--compile applies to --engine torch only")
     state, cfg = read_source(path, overrides, config, allow_unverified)
-    task = build_task(cfg)
-    data = task.data_from_meta(state.get("meta", {}))
+    if task is not None and cfg.task != task:
+        raise UserError(f"--task {task} but {path} is a {cfg.task!r} model")
+    built = build_task(cfg)
+    data = built.data_from_meta(state.get("meta", {}))
     if engine == "onnxruntime":
-        from .deploy import OnnxRunner, export
-
-        onnx_file = path
-        if path.suffix != ".onnx":
-            folder = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="resvision-export-"))
-            onnx_file = export(path, folder / "model.onnx", overrides=list(overrides), config=config)["path"]
-        return Predictor(task, task.onnx_model(OnnxRunner(onnx_file)), data, path, engine)
+        return Predictor(built, onnx_module(built, path, export_dir, overrides, config), data, path, engine)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = task.build_model(data)
+    model = built.build_model(data)
     load_model_state(model, state.get("ema") or state["model"], path)
     model = model.eval().to(device, memory_format=torch.channels_last)  # faster CPU convolutions (docs/benchmarks.md)
     if compile:
         model = torch.compile(model)
-    return Predictor(task, model, data, path, engine)
+    return Predictor(built, model, data, path, engine)
+
+
+def onnx_module(task, path: str | Path, export_dir: str | Path | None = None, overrides: Sequence[str] = (),
+                config: str | Path | None = None):
+    """The module that runs ``path`` in ONNX Runtime the way the task calls its torch model: the ``.onnx`` file
+    itself, or a ``.pt`` exported first (with its parity check) into ``export_dir`` (default: a temporary folder)."""
+    from .deploy import OnnxRunner, export
+
+    if Path(path).suffix != ".onnx":
+        folder = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="resvision-export-"))
+        path = export(path, folder / "model.onnx", overrides=list(overrides), config=config)["path"]
+    return task.onnx_model(OnnxRunner(path))

@@ -20,6 +20,7 @@ Mode rules (Pillow mode -> RGB):
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def as_rgb(image: object) -> np.ndarray:
         return read_image(image)
     if isinstance(image, Image.Image):
         return _to_rgb_array(ImageOps.exif_transpose(image))
-    if type(image).__module__ == "torch" and hasattr(image, "permute"):  # a torch.Tensor, without importing torch
+    if _is_tensor(image):
         return _tensor_to_rgb(image)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
@@ -108,11 +109,17 @@ def as_rgb(image: object) -> np.ndarray:
 
 def image_label(image: object, index: int) -> str:
     """How results name an input: a file's path, else ``<array 0>`` / ``<tensor 1>`` / ``<PIL image 2>`` (its
-    position in the call)."""
+    position among the images of the call, folders expanded)."""
     if isinstance(image, (str, Path)):
         return str(image)
-    kind = "PIL image" if isinstance(image, Image.Image) else "tensor" if hasattr(image, "permute") else "array"
+    kind = "PIL image" if isinstance(image, Image.Image) else "tensor" if _is_tensor(image) else "array"
     return f"<{kind} {index}>"
+
+
+def _is_tensor(image: object) -> bool:
+    """A torch.Tensor (or subclass), told without importing torch: a program holding one has imported it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(image, torch.Tensor)
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -142,7 +149,10 @@ def _tensor_to_rgb(tensor) -> np.ndarray:
             tensor.shape[-1] in (1, 3) else ""
         raise BadImageError(f"a tensor image must be (3, H, W) or (1, H, W), got a {shape}{hint}")
     pixels = tensor.detach().cpu()
+    if pixels.numel() == 0:
+        raise BadImageError(f"a tensor image must have pixels, got an empty {shape}")
     if pixels.is_floating_point():
+        pixels = pixels.float()  # bfloat16 / float16 have no numpy counterpart
         low, high = float(pixels.min()), float(pixels.max())
         if not (low >= 0 and high <= 1):  # also NaN
             raise BadImageError(f"a float tensor image must hold values in [0, 1], got [{low:g}, {high:g}] in a {shape} "

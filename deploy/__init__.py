@@ -2,7 +2,8 @@
 
 >>> import resvision as rv
 >>> info = rv.export("runs/x/checkpoints/best.pt")            # -> runs/x/export/best.onnx (+ .json)
->>> model = rv.deploy.load_onnx(info["path"])                  # called like the task's torch model
+>>> predictor = rv.load(info["path"])                          # ONNX Runtime, called like the torch model
+>>> rv.deploy.OnnxRunner(info["path"]).run(images)             # or the bare file: named numpy outputs
 """
 
 from .export import DEFAULT_OPSET, export

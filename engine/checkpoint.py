@@ -84,19 +84,19 @@ def checkpoint_config(state: dict[str, Any], path: str | Path, overrides: Sequen
         cfg = config_from_dict(apply_overrides(state["config"], list(overrides)))
     else:
         raise CheckpointError(f"{path} holds no config: give --config FILE")
-    _clear_pretrained(cfg.model)
+    clear_pretrained(cfg.model)
     check_compatible(state, path, cfg.task, cfg.model.backbone.name)
     return cfg
 
 
-def _clear_pretrained(section: Any) -> None:
+def clear_pretrained(section: Any) -> None:
     """Set every ``pretrained`` / ``pretrained_sha256`` field of nested config dataclasses to None."""
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if f.name in ("pretrained", "pretrained_sha256"):
             setattr(section, f.name, None)
         elif dataclasses.is_dataclass(value):
-            _clear_pretrained(value)
+            clear_pretrained(value)
 
 
 def load_model_state(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -59,9 +59,9 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
     ``requires_grad``; optimizers skip parameters whose ``grad`` is None.
     Backbone stage ``i`` of ``n`` gets ``backbone_lr_mult * layer_decay ** (n - i)`` (the head is
     depth ``n``, as in BEiT's layer-wise decay); biases and norm weights (ndim <= 1) get no decay.
-    Each group carries ``lr_scale``, which timm's schedulers multiply into the scheduled LR they compute from the
-    group's ``initial_lr`` (the base LR); its ``lr`` starts scaled already, so a plain loop without a timm
-    scheduler (a user's own) trains each stage at its rate too.
+    Each group's ``lr`` starts scaled, so a plain loop or any torch scheduler (which takes each group's starting
+    ``lr`` as its base) trains every stage at its rate; ``lr_scale`` and ``base_lr`` (the unscaled rate) are for
+    :func:`build_scheduler`: timm's schedulers compute one LR from the base and multiply each group's scale in.
     """
     stages = backbone.stage_modules()
     stage_of = {id(p): i for i, stage in enumerate(stages) for p in stage.parameters()}
@@ -75,7 +75,7 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
         decay = 0.0 if (optim.no_decay_norm_bias and param.ndim <= 1) else optim.weight_decay
         groups.setdefault((scale, decay), []).append(param)
     return [
-        {"params": params, "lr_scale": scale, "weight_decay": decay, "lr": optim.lr * scale, "initial_lr": optim.lr}
+        {"params": params, "lr_scale": scale, "weight_decay": decay, "lr": optim.lr * scale, "base_lr": optim.lr}
         for (scale, decay), params in groups.items()
     ]
 
@@ -96,6 +96,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, sched: SchedConfig, update
     config means the same schedule at any batch size; ``total_updates`` honours ``train.max_iters``.
     """
     to_updates = lambda epochs: max(0, int(round(epochs * updates_per_epoch)))  # noqa: E731
+    for group in optimizer.param_groups:  # timm's base: the unscaled LR (it multiplies lr_scale in itself)
+        group.setdefault("initial_lr", group.get("base_lr", group["lr"]))
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=sched.name,

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config import save_config
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError, ConfigError, UserError
 from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
 from .checkpoint import check_compatible, load_checkpoint, load_model_state
@@ -199,13 +199,21 @@ class Trainer:
             self.train_set, batch_size=train.batch_size, sampler=self.train_sampler, drop_last=drop_last, **common,
         )
 
-    def _build_optimization(self) -> None:
+    def _plan_schedule(self) -> None:
+        """The run's length in updates and epochs (``train.max_iters`` decides when set), checked against the
+        scheduled unfreezing before anything is written."""
         train = self.cfg.train
-        per_epoch = updates_per_epoch(len(self.train_loader), train.grad_accum)
-        self.total_updates = total_updates(train.epochs, per_epoch, train.max_iters)
-        self.epochs = epochs_for(self.total_updates, per_epoch) if train.max_iters else train.epochs
+        self.updates_per_epoch = updates_per_epoch(len(self.train_loader), train.grad_accum)
+        self.total_updates = total_updates(train.epochs, self.updates_per_epoch, train.max_iters)
+        self.epochs = epochs_for(self.total_updates, self.updates_per_epoch) if train.max_iters else train.epochs
+        late = [e for e in self.cfg.finetune.unfreeze_at if not 0 <= e < self.epochs]
+        if late:
+            raise ConfigError(f"finetune.unfreeze_at.{late[0]}: epoch {late[0]} is not in 0..{self.epochs - 1} (this run "
+                              f"has {self.epochs} epochs, counted from 0), so it would never happen")
+
+    def _build_optimization(self) -> None:
         self.optimizer = build_optimizer(self.model, self.backbone, self.cfg.finetune, self.cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, per_epoch, self.total_updates)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, self.updates_per_epoch, self.total_updates)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def setup(self, for_training: bool = True, meta: dict[str, Any] | None = None) -> None:
@@ -219,6 +227,7 @@ class Trainer:
         self._build_loaders(for_training, meta)  # first: the data decides the number of classes
         self._build_model()
         if for_training:
+            self._plan_schedule()
             self._claim_run_dir()
             self._build_optimization()
             if self.resume:

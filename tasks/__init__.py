@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -37,6 +38,8 @@ def unregister_task(name: str) -> None:
     _REGISTERED.pop(name, None)
 
 
+log = logging.getLogger("resvision")
+
 #: Installed packages add tasks under this entry-point group (``[project.entry-points."resvision.tasks"]``,
 #: ``my_task = "my_package.module:MyTask"``): what the environment installed, never a name read from a config.
 PLUGIN_GROUP = "resvision.tasks"
@@ -44,6 +47,9 @@ PLUGIN_GROUP = "resvision.tasks"
 
 def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
     found = importlib.metadata.entry_points(group=PLUGIN_GROUP)
+    for ep in found:
+        if ep.name in _TASK_MODULES:
+            log.warning("the plugin task %s = %s is ignored: %r is a built-in task", ep.name, ep.value, ep.name)
     return {ep.name: ep for ep in found if ep.name not in _TASK_MODULES}
 
 
@@ -122,6 +128,8 @@ __all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "create_
 
 def __getattr__(name: str) -> Any:
     """The contract's classes, imported on first use: the task table above is read without torch (``--help``)."""
+    if name == "base":
+        return importlib.import_module(".base", __name__)
     if name in ("DataInfo", "Evaluator", "Task", "TaskOption"):
         return getattr(importlib.import_module(".base", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -131,7 +131,8 @@ class Task:
     ModelConfig: ClassVar[type]
     DataConfig: ClassVar[type]
     Data: ClassVar[type[DataInfo]] = DataInfo
-    default_config: ClassVar[str] = ""  # packaged config (or a YAML path) used by `--task NAME`
+    # packaged config name used by `--task NAME`, or (a plugin's) an absolute path to a YAML file
+    default_config: ClassVar[str] = ""
     main_metric: ClassVar[str] = ""
     main_metric_mode: ClassVar[str] = "max"
     predict_options: ClassVar[tuple[TaskOption, ...]] = ()

@@ -251,10 +251,13 @@ def test_backbone_lr_mult_zero_freezes_backbone_weights_only(tiny_folder, tmp_pa
     (["finetune.frozen_stages=1"], "strategy=partial"),
     (["finetune.strategy=partial", "finetune.frozen_stages=9"], "stages 0..3"),
     (["finetune.unfreeze_at={1: [7]}"], "unfreeze_at.1"),
+    (["finetune.unfreeze_at={30: [1]}"], r"unfreeze_at.30: epoch 30 is not in 0..1 \(this run has 2 epochs"),
+    (["finetune.unfreeze_at={-1: [1]}"], "unfreeze_at.-1: epoch -1 is not in"),
 ])
 def test_policy_errors(tiny_folder, tmp_path, overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         make_trainer(tiny_folder, tmp_path / "run", *overrides).setup()
+    assert not (tmp_path / "run").exists()  # found before anything is written
 
 
 def test_grad_accumulation_matches_big_batch(tiny_folder, tmp_path):

@@ -94,6 +94,7 @@ def test_grey_rgba_and_16_bit_arrays_are_read_as_their_files_are(cls_ckpt, tmp_p
     (torch.full((3, 8, 8), 2.0), "values in [0, 1], got [2, 2]"),
     (torch.full((3, 8, 8), float("nan")), "values in [0, 1]"),
     ([[1, 2], [3, 4]], "got list"),
+    (torch.zeros(3, 0, 0), "empty float32 tensor"),
 ])
 def test_bad_in_memory_images_are_one_line_errors(cls_ckpt, image, fragment):
     predictor = rv.load(cls_ckpt)
@@ -108,6 +109,9 @@ def test_load_refuses_what_it_cannot_use_in_one_line(cls_ckpt, tmp_path):
     one_line_error(UserError, ["score_thresh", "classification"], predictor, [np.zeros((8, 8, 3), np.uint8)],
                    score_thresh=0.5)
     one_line_error(UserError, ["missing.png"], predictor, tmp_path / "missing.png")
+    one_line_error(UserError, ["--task detection", "'classification' model"], rv.load, cls_ckpt, task="detection")
+    half = torch.from_numpy(np.full((8, 8, 3), 128, np.uint8)).permute(2, 0, 1).to(torch.bfloat16) / 255
+    assert predictor([half])[0]["topk"] == predictor([np.full((8, 8, 3), 128, np.uint8)])[0]["topk"]
     assert not any(p.name != "notes.pt" for p in tmp_path.iterdir())  # nothing written
 
 
@@ -148,3 +152,6 @@ def test_finetune_controls_on_a_plain_loop():
     assert torch.equal(before["backbone.layer2.0.conv1.weight"], after["backbone.layer2.0.conv1.weight"])  # frozen
     for name, rate in (("backbone.layer4.0.conv1.weight", 0.05), ("fc.weight", 0.5)):
         assert torch.allclose(before[name] - after[name], rate * grads[name], atol=1e-7), name
+    # a torch scheduler takes each group's starting lr as its base: the per-stage rates survive it
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5).step()
+    assert sorted({g["lr"] for g in optimizer.param_groups}) == pytest.approx([0.025, 0.25])

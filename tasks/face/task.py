@@ -236,7 +236,7 @@ class FaceTask(Task):
 
     # ------------------------------------------------------------------ results
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[str], data: FaceDataInfo, threshold: float | None = None,
+    def predict(self, model: nn.Module, paths: list[Any], data: FaceDataInfo, threshold: float | None = None,
                 gallery: str | None = None) -> list[dict[str, Any]]:
         """Embeds the face of each image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
         ``data.align``). For exactly two images, also

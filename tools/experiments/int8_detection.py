@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = json.loads((args.output / f"{name}.json").read_text())
         print(name, rows[name], flush=True)
     base = rows["fp32"]
+    if "failure" in base:
+        raise SystemExit(f"the fp32 file could not be evaluated: {base['failure']}")
     lines = ["| graph in INT8 | INT8 conv / fc layers | bbox_AP | ΔAP (points) | bbox_AP50 | ΔAP50 | speed ÷ fp32 file |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
