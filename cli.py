@@ -2,7 +2,8 @@
 
 ``tools/train.py`` and friends are the same functions (``main(["train", ...])``). User errors
 print one line ``error: ...`` on stderr and exit with status 2. This module talks to the task
-contract (``tasks/base.py``) only: task names, help texts and predict options come from the tasks.
+contract (``tasks/base.py``) only: task names come from the task table and predict options from the tasks, which
+are imported only for ``predict`` (``--help`` and argument errors answer before torch is loaded).
 """
 
 from __future__ import annotations
@@ -160,15 +161,10 @@ def _check_task(args, cfg) -> None:
 
 def _checkpoint_cfg(args, path: str):
     """A checkpoint (or exported file) and the config that rebuilds its model (``predictor.read_source``)."""
-    from .predictor import read_source
+    from .predictor import read_source, resolve_engine
 
-    if Path(path).suffix == ".onnx":
-        if getattr(args, "engine", None) is None:
-            args.engine = "onnxruntime"
-        if args.engine != "onnxruntime":
-            raise UserError(f"{path} is an exported ONNX file: it runs with --engine onnxruntime, not {args.engine}")
-    elif getattr(args, "engine", "torch") is None:
-        args.engine = "torch"
+    if hasattr(args, "engine"):  # eval; export has no engine (it writes the file)
+        args.engine = resolve_engine(path, args.engine)
     state, cfg = read_source(path, list(args.overrides or []), args.config, getattr(args, "allow_unverified", False))
     _check_task(args, cfg)
     return state, cfg

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .errors import UserError
 
-__all__ = ["Predictor", "expand_inputs", "load", "onnx_module", "read_source"]
+__all__ = ["Predictor", "expand_inputs", "load", "onnx_module", "read_source", "resolve_engine"]
 
 
 def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
@@ -45,6 +45,16 @@ def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | P
     else:
         state = load_checkpoint(path)
     return state, checkpoint_config(state, path, list(overrides), config)
+
+
+def resolve_engine(path: str | Path, engine: str | None) -> str:
+    """The engine that runs ``path``: the given one, checked, or ``onnxruntime`` for ``.onnx`` / ``torch`` for ``.pt``."""
+    engine = engine or ("onnxruntime" if Path(path).suffix == ".onnx" else "torch")
+    if engine not in ("torch", "onnxruntime"):
+        raise UserError(f"engine must be torch or onnxruntime, got {engine!r}")
+    if Path(path).suffix == ".onnx" and engine != "onnxruntime":
+        raise UserError(f"{path} is an exported ONNX file: it runs with --engine onnxruntime, not {engine}")
+    return engine
 
 
 def expand_inputs(inputs: Any) -> list[Any]:
@@ -140,11 +150,7 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such checkpoint or exported file: {path}")
-    engine = engine or ("onnxruntime" if path.suffix == ".onnx" else "torch")
-    if engine not in ("torch", "onnxruntime"):
-        raise UserError(f"engine must be torch or onnxruntime, got {engine!r}")
-    if path.suffix == ".onnx" and engine != "onnxruntime":
-        raise UserError(f"{path} is an exported ONNX file: it runs with --engine onnxruntime, not {engine}")
+    engine = resolve_engine(path, engine)
     if compile and engine != "torch":
         raise UserError("--compile applies to --engine torch only")
     state, cfg = read_source(path, overrides, config, allow_unverified)
