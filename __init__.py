@@ -2,11 +2,13 @@
 recognition.
 
 >>> import resvision as rv
->>> cfg = rv.load_config("classification", ["model.backbone.name=resnet50"])
->>> metrics = rv.Trainer(rv.build_task(cfg)).fit()
->>> info = rv.export(cfg.run_dir / "checkpoints" / "best.pt", quantize="int8")   # ONNX + parity + INT8
->>> predictor = rv.load(cfg.run_dir / "checkpoints" / "best.pt")                  # or the .onnx file
->>> predictor(["photo.jpg", numpy_rgb_array])                                      # one dict per image
+>>> run = rv.train("classification", ["model.backbone.name=resnet50"])     # run.run_dir, run.metrics
+>>> best = run.run_dir / "checkpoints" / "best.pt"
+>>> rv.evaluate(best)["accuracy"]                                          # report in <run>/eval/<timestamp>/
+>>> info = rv.export(best, quantize="int8")                                 # ONNX + parity + INT8
+>>> predictor = rv.load(best)                                               # or the .onnx file
+>>> result = predictor(["photo.jpg", numpy_rgb_array])[0]                    # one result per image
+>>> result.label, result.score, result.plot()
 
 The names below are imported on first use (PEP 562), so ``import resvision`` and the command line's ``--help`` do
 not pay for torch and every task before they need them.
@@ -27,9 +29,11 @@ _EXPORTS = {
     **dict.fromkeys(["Callback", "Trainer", "apply_finetune_policy", "build_optimizer"], ".engine"),
     "UserError": ".errors",
     **dict.fromkeys(["Predictor", "load"], ".predictor"),
+    **dict.fromkeys(["RunResult", "evaluate", "train"], ".runs"),
     **dict.fromkeys(["DataInfo", "Task", "build_task", "create_model", "list_tasks", "register_task"], ".tasks"),
+    **dict.fromkeys(["list_heads", "register_head"], ".tasks.heads"),
 }
-_SUBPACKAGES = ("backbone", "config", "datasets", "deploy", "engine", "errors", "predictor", "reports", "tasks")
+_SUBPACKAGES = ("backbone", "config", "datasets", "deploy", "engine", "errors", "predictor", "reports", "runs", "tasks")
 
 __all__ = sorted(_EXPORTS)
 

@@ -170,33 +170,9 @@ def _checkpoint_cfg(args, path: str):
     return state, cfg
 
 
-def _next_to(checkpoint: str, kind: str) -> Path:
-    """``<run>/<kind>`` for ``<run>/checkpoints/x.pt``; ``<folder>/<kind>`` for a checkpoint elsewhere."""
-    folder = Path(checkpoint).resolve().parent
-    return (folder.parent if folder.name == "checkpoints" else folder) / kind
-
-
-def _results_dir(explicit: str | None, default_parent: Path) -> Path:
-    """Where eval / predict write: ``--output`` (never a training run's own folder) or a new
-    ``<default_parent>/<timestamp>`` folder, so no earlier result is ever replaced."""
-    if explicit:
-        out = Path(explicit)
-        if (out / "checkpoints").is_dir() or (out / "report.json").exists():
-            raise UserError(f"--output {out} already holds a run or a report; choose another folder")
-        return out
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = default_parent / stamp
-    for i in range(2, 1000):
-        if not out.exists():
-            break
-        out = default_parent / f"{stamp}-{i}"
-    return out
-
-
 def cmd_train(args) -> int:
-    from .engine import Trainer
     from .engine import distributed as dist_utils
-    from .tasks import build_task
+    from .runs import train
 
     cfg = _load_cfg(args)
     if args.output:
@@ -208,11 +184,11 @@ def cmd_train(args) -> int:
         if args.dry_run:
             _dry_run(cfg)
         return 0
-    metrics = Trainer(build_task(cfg), resume=args.resume).fit()
+    run = train(cfg, resume=args.resume)
     if dist_utils.is_main_process():
-        print(f"run directory: {cfg.run_dir}")
-        print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-        print(f"report: {cfg.run_dir / 'report.json'}  plots: {cfg.run_dir / 'plots'}")
+        print(f"run directory: {run.run_dir}")
+        print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in run.metrics.items() if isinstance(v, float)))
+        print(f"report: {run.report}  plots: {run.run_dir / 'plots'}")
     return 0
 
 
@@ -253,39 +229,31 @@ def _dry_run(cfg) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .engine import Trainer
     from .engine import distributed as dist_utils
-    from .tasks import build_task
+    from .runs import evaluate
 
     if args.predictions:
         return _eval_predictions(args)
     if not args.checkpoint:
         raise UserError("give --checkpoint FILE (or --predictions FILE with a results file)")
-    state, cfg = _checkpoint_cfg(args, args.checkpoint)
-    out = _results_dir(args.output, _next_to(args.checkpoint, "eval"))
-    cfg.output = str(out)
-    task = build_task(cfg)
-    runtime = None
-    if args.engine == "onnxruntime":
-        from .predictor import onnx_module
-
-        runtime = onnx_module(task, args.checkpoint, out, list(args.overrides or []), args.config)
-    metrics = Trainer(task).evaluate(args.checkpoint, state, runtime=runtime)
+    result = evaluate(args.checkpoint, list(args.overrides or []), output=args.output, engine=args.engine,
+                      config=args.config, allow_unverified=args.allow_unverified, task=args.task)
     if dist_utils.is_main_process():
-        print(json.dumps(metrics, indent=2))
-        print(f"report: {cfg.run_dir / 'report.json'}")
+        print(json.dumps(result.metrics, indent=2))
+        print(f"report: {result.report}")
     return 0
 
 
 def _eval_predictions(args) -> int:
     """Score a saved results file against the config's validation ground truth."""
+    from .engine.checkpoint import results_dir
     from .tasks import build_task
 
     cfg = _load_cfg(args)
     task = build_task(cfg)
     if not task.results_format:
         raise UserError(task.unsupported("scoring a predictions file"))
-    out = _results_dir(args.output, Path(args.predictions).resolve().parent / "eval")
+    out = results_dir(args.predictions, "eval", args.output)
     evaluator = task.load_results(args.predictions, task.build_datasets(training=False))
     metrics = evaluator.compute()
     out.mkdir(parents=True, exist_ok=True)
@@ -297,9 +265,10 @@ def _eval_predictions(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .engine.checkpoint import results_dir
     from .predictor import expand_inputs, load
 
-    out = _results_dir(args.output, _next_to(args.checkpoint, "predict"))
+    out = results_dir(args.checkpoint, "predict", args.output)
     predictor = load(args.checkpoint, engine=args.engine, overrides=list(args.overrides or []), config=args.config,
                      allow_unverified=args.allow_unverified, compile=args.compile, export_dir=out, task=args.task)
     options = predictor.task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes()

@@ -6,7 +6,8 @@ This is the one way a checkpoint (``.pt``) or an exported file (``.onnx``) becom
 >>> import resvision as rv
 >>> predictor = rv.load("runs/classification/resnet20_digits/checkpoints/best.pt")
 >>> results = predictor(["photo.jpg", pil_image, numpy_hwc_uint8, chw_float_tensor])
->>> results[0]["topk"][0]["label"]
+>>> results[0].label, results[0].score            # the record: results[0]["topk"]; results[0].to_dict()
+>>> results[0].plot()                              # an RGB array: the picture `predict` writes
 """
 
 from __future__ import annotations
@@ -84,10 +85,15 @@ class Predictor:
     """A model in eval mode with what its task needs to predict (class names, threshold, preprocessing).
 
     Call it (or :meth:`predict`) with a path, a folder, a PIL image, a numpy ``(H, W, 3)`` uint8 RGB array, a
-    ``(3, H, W)`` float tensor in [0, 1], or a list of these; it returns one dict per image, the records
-    ``predictions.json`` holds: classification ``topk``; detection ``detections`` (``box`` in the image's own
-    pixels, ``label``, ``score``); segmentation ``mask`` (the image's size) and ``pixels``; face ``embedding``
-    (and ``pair`` for two images, ``identity`` with ``gallery=``).
+    ``(3, H, W)`` float tensor in [0, 1], or a list of these; it returns one result per image
+    (:class:`~resvision.tasks.result.Result`): a dict holding the record ``predictions.json`` holds (``to_dict()``),
+    with the task's attributes, ``plot()`` (the picture ``predict`` writes, an RGB array) and ``save(dir)``:
+
+    - classification ``label``, ``score``, ``top5``, ``probs`` (record: ``topk``);
+    - detection ``boxes`` (x1, y1, x2, y2 in the image's own pixels), ``scores``, ``labels``, ``names``
+      (record: ``detections``);
+    - segmentation ``mask`` (class indices at the image's size), ``names`` (record: ``pixels``, class fractions);
+    - face ``embedding``, ``similarity(other)`` (record: ``pair`` for two images, ``identity`` with ``gallery=``).
     """
 
     def __init__(self, task, model, data, source: Path, engine: str) -> None:
@@ -109,13 +115,14 @@ class Predictor:
     __call__ = predict
 
     def write(self, results: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-        """The files ``predict`` writes: predictions.json and the task's CSV / PNG files. The pictures are drawn
-        from the input files again, so the results must come from inputs given as files."""
-        unnamed = [r["image"] for r in results if not Path(str(r["image"])).is_file()]
-        if unnamed:
-            raise UserError(f"write() draws on the input files, and {unnamed[0]} is not one: predict from files to "
-                            "write the results")
+        """The files ``predict`` writes into ``out_dir``: predictions.json, each result's files (its picture, ...) and
+        the task's tables (CSV, COCO results). Returns their paths. A folder holding a training run or a report is
+        refused (``engine.checkpoint.results_dir``)."""
+        from .engine.checkpoint import holds_results
+
         out = Path(out_dir)
+        if holds_results(out):
+            raise UserError(f"output folder {out} already holds a run or a report; choose another folder")
         out.mkdir(parents=True, exist_ok=True)
         return self.task.write_predictions(results, out, self.data)
 

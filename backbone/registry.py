@@ -152,6 +152,7 @@ def build_backbone(
     if report is not None:
         _LOG.info("%s: %s", name, report)
     backbone.load_report = report
+    backbone.registry_name = name  # what checkpoints record: the backbone a model really has
     backbone.norm_eval = bool(norm_eval)
     backbone.freeze_stages(frozen_stages)
     return backbone.train()

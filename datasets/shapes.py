@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -104,3 +105,29 @@ def load_model_state(model: nn.Module, weights: dict[str, torch.Tensor], path: s
     from ..backbone.weights import load_strict
 
     load_strict(model, weights, str(path), CheckpointError)
+
+
+def holds_results(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a training run (``checkpoints/``) or a report: results nothing may replace."""
+    return (Path(folder) / "checkpoints").is_dir() or (Path(folder) / "report.json").exists()
+
+
+def results_dir(source: str | Path, kind: str, output: str | Path | None = None) -> Path:
+    """Where ``eval`` / ``predict`` (CLI and library alike) write the results of ``source`` (a checkpoint, an
+    exported file or a predictions file): ``output`` when given, which must hold no run and no report; else a new
+    ``<run>/<kind>/<timestamp>`` folder for ``<run>/checkpoints/x.pt`` (``<folder>/<kind>/<timestamp>`` for a
+    file elsewhere). No earlier result and no training run's own files are ever replaced."""
+    if output:
+        out = Path(output)
+        if holds_results(out):
+            raise UserError(f"output folder {out} already holds a run or a report; choose another folder")
+        return out
+    folder = Path(source).resolve().parent
+    parent = (folder.parent if folder.name == "checkpoints" else folder) / kind
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = parent / stamp
+    for i in range(2, 1000):
+        if not out.exists():
+            break
+        out = parent / f"{stamp}-{i}"
+    return out

@@ -29,7 +29,7 @@ from ..config import save_config
 from ..errors import CheckpointError, ConfigError, UserError
 from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
-from .checkpoint import check_compatible, load_checkpoint, load_model_state
+from .checkpoint import check_compatible, holds_results, load_checkpoint, load_model_state
 from .optim import apply_finetune_policy, build_optimizer, build_scheduler, epochs_for, total_updates, updates_per_epoch
 
 log = logging.getLogger("resvision")
@@ -148,6 +148,11 @@ class Trainer:
         seed_everything(self.cfg.train.seed)  # same initial weights on every rank
         self.model = self.task.build_model(self.data)
         self.backbone = self.task.backbone_of(self.model)
+        built = getattr(self.backbone, "registry_name", self.cfg.model.backbone.name)
+        if built != self.cfg.model.backbone.name:  # its checkpoints could not be rebuilt from their config
+            raise ConfigError(f"the model's backbone is {built!r} but model.backbone.name is "
+                              f"{self.cfg.model.backbone.name!r}: build it from the config (build_backbone_from_config"
+                              "(cfg.model.backbone)), or register the head with rv.register_head and set model.head")
         apply_finetune_policy(self.backbone, self.cfg.finetune)
         self.model.to(self.device)
         if self.cfg.train.channels_last:
@@ -250,7 +255,7 @@ class Trainer:
             "best": dict(self.best),
             "metrics": dict(self.metrics),
             "task": self.cfg.task,
-            "backbone": self.cfg.model.backbone.name,
+            "backbone": getattr(self.backbone, "registry_name", self.cfg.model.backbone.name),
             "config": self.cfg.to_dict(),
             "meta": self.data.meta(),
         }
@@ -431,6 +436,8 @@ class Trainer:
         return dist_utils.broadcast_object(metrics)
 
     def _track_best(self) -> None:
+        if not self.monitor:  # a task that names no main metric: its evaluator's first
+            self.monitor = next(iter(self.metrics))
         value = self.metrics.get(self.monitor)
         if value is None:
             raise UserError(f"train.monitor={self.monitor!r} is not a metric of this task ({', '.join(self.metrics)})")
@@ -476,12 +483,13 @@ class Trainer:
         ``runtime``: a module that runs the checkpoint's model elsewhere (``task.onnx_model``: an exported
         file in ONNX Runtime); it is evaluated and reported on instead, and ``state`` needs no weights.
 
-        Raises UserError when ``cfg.run_dir`` holds a training run: its report is never replaced (the CLI's ``eval``
-        writes into ``<run>/eval/<timestamp>/``; set ``cfg.output`` to such a folder).
+        Raises UserError when ``cfg.run_dir`` holds a training run or a report: nothing is replaced
+        (``engine.checkpoint.results_dir``, the rule ``rv.evaluate`` and the CLI's ``eval`` apply, picks a new
+        ``<run>/eval/<timestamp>/`` folder).
         """
-        if (self.run_dir / "checkpoints").is_dir():
-            raise UserError(f"{self.run_dir} holds a training run: evaluating into it would replace its report.json; "
-                            f"set cfg.output to another folder (e.g. {self.run_dir / 'eval'})")
+        if holds_results(self.run_dir):
+            raise UserError(f"{self.run_dir} already holds a run or a report: evaluating into it would replace its "
+                            f"report.json; set cfg.output to another folder (e.g. {self.run_dir / 'eval'})")
         if checkpoint is not None and state is None:
             state = load_checkpoint(checkpoint)
         if checkpoint is not None:

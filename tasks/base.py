@@ -133,7 +133,7 @@ class Task:
     Data: ClassVar[type[DataInfo]] = DataInfo
     # packaged config name used by `--task NAME`, or (a plugin's) an absolute path to a YAML file
     default_config: ClassVar[str] = ""
-    main_metric: ClassVar[str] = ""
+    main_metric: ClassVar[str] = ""  # "": the first metric the evaluator computes
     main_metric_mode: ClassVar[str] = "max"
     predict_options: ClassVar[tuple[TaskOption, ...]] = ()
     results_format: ClassVar[str] = ""  # what `eval --predictions` scores (see load_results); "" = nothing
@@ -179,17 +179,32 @@ class Task:
         evaluator.write_report(run_dir)
 
     def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
-        """One dict per image (a file path, or any image ``datasets.as_rgb`` takes: PIL, numpy, tensor), JSON-able
-        except for arrays (e.g. a mask) that :meth:`write_predictions` turns into files; ``"image"`` names it
-        (``datasets.image_label``); ``options`` are the task's :attr:`predict_options`."""
+        """One result per image (a file path, or any image ``datasets.as_rgb`` takes: PIL, numpy, tensor): a
+        :class:`~resvision.tasks.result.Result` (a dict, JSON-able through ``to_dict()``, with the task's attributes
+        and picture) or a plain dict; ``"image"`` names it (``datasets.image_label``); ``options`` are the task's
+        :attr:`predict_options`."""
         raise UserError(self.unsupported("predict"))
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
-        """Write the task's prediction files (JSON here; tasks add CSV / PNG) and return their paths."""
+        """``predictions.json`` (each result's record, with the names of its files under ``"files"``) and each
+        result's own files (:meth:`Result.save <resvision.tasks.result.Result.save>`: its picture, ...); tasks add
+        tables (e.g. CSV). Returns the paths written."""
+        from .result import Result, unique_stems
+
         out_dir.mkdir(parents=True, exist_ok=True)
+        written, records = [], []
+        pictured = [r for r in results if isinstance(r, Result)]
+        stems = dict(zip(map(id, pictured), unique_stems(pictured)))
+        for r in results:
+            if isinstance(r, Result):
+                files = r.save(out_dir, stems[id(r)])
+                written += files
+                records.append(r.to_dict() | {"files": [f.name for f in files]})
+            else:
+                records.append(r)
         path = out_dir / "predictions.json"
-        path.write_text(json.dumps(results, indent=2))
-        return [path]
+        path.write_text(json.dumps(records, indent=2))
+        return [path, *written]
 
     def load_results(self, path: str | Path, data: DataInfo) -> Evaluator:
         """An evaluator holding the predictions of an external results file (:attr:`results_format`),

@@ -1,6 +1,7 @@
 """Classification task pieces against independent references: hand-computed metrics,
 torchvision's ResNet logits, a hook-based Grad-CAM."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -123,21 +124,41 @@ def test_default_demo_reaches_98_percent(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_library_snippet_runs_and_trains_sensibly(tmp_path, monkeypatch):
-    """README "As a library", as written (in a scratch folder: it writes runs/ where it is run)."""
+def test_readme_library_snippets_run_and_train_sensibly(tmp_path, monkeypatch):
+    """README "As a library", every snippet as written, in order (in a scratch folder: it writes runs/ and
+    predictions/ where it is run)."""
     import re
 
+    from resvision.tasks.heads import unregister_head
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## As a library"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = readme[readme.index("## As a library"):readme.index("## Results")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
-    assert scope["metrics"]["top1"] >= 0.9  # a deeper ResNet on the digits, 5 epochs: not a diverged run
-    assert (tmp_path / "runs/classification/resnet32_digits/report.json").is_file()
-    assert [tuple(f.shape[1:]) for f in scope["features"].values()] == [(512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+    try:
+        for code in blocks:
+            exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    finally:
+        unregister_head("classification", "mlp")
+    runs = tmp_path / "runs"
+    report = json.loads((runs / "classification/resnet32_digits/report.json").read_text())
+    assert report["top1"] >= 0.9  # a deeper ResNet on the digits, 5 epochs: not a diverged run
+    assert scope["evaluation"]["top1"] == report["top1"]  # the best epoch's weights, evaluated again
+    assert scope["evaluation"].run_dir.parent == runs / "classification/resnet32_digits/eval"
     results = scope["results"]  # the file, its pixels and its tensor: one prediction
     assert [r["topk"] for r in results[1:]] == [results[0]["topk"]] * 2 and results[0]["image"].endswith(".png")
+    # every task's four calls ran: a report per run (and its evaluation), a picture per prediction
+    for task in ("detection", "segmentation", "face"):
+        (run,) = [d for d in (runs / task).iterdir() if d.is_dir()]
+        assert (run / "report.json").is_file() and len(list((run / "eval").glob("*/report.json"))) == 1
+    pictures = sorted(p.name.rsplit("_", 1)[1] for p in (tmp_path / "predictions").iterdir())
+    assert pictures == ["boxes.png", "face.png", "label.png", "mask.png", "overlay.png"]
+    assert scope["result"].embedding.shape == (128,)  # the last loop pass: face
+    assert [tuple(f.shape[1:]) for f in scope["features"].values()] == [(512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
     frozen = [p.requires_grad for p in scope["model"].backbone.parameters()]
     assert not all(frozen) and any(frozen)  # stem and stages 1-2 frozen, the rest trains
     assert {g["lr"] for g in scope["optimizer"].param_groups} >= {1e-3, 1e-4}  # head, and the backbone at 0.1x
+    head_report = json.loads((scope["head_run"].run_dir / "report.json").read_text())
+    assert head_report["top1"] > 0.5 and (scope["head_run"].run_dir / "plots/gradcam.png").is_file()

@@ -165,7 +165,7 @@ def test_evaluate_reproduces_training_metrics(tiny_folder, tmp_path):
     assert again["top1"] == metrics["top1"] and again["num_samples"] == 9
     # the library path with the training config (its run directory): refused, the run's report kept whole
     report = (tmp_path / "run/report.json").read_bytes()
-    with pytest.raises(UserError, match="holds a training run"):
+    with pytest.raises(UserError, match="already holds a run or a report"):
         make_trainer(tiny_folder, tmp_path / "run").evaluate(tmp_path / "run/checkpoints/last.pt")
     assert (tmp_path / "run/report.json").read_bytes() == report
 

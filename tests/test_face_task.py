@@ -169,6 +169,14 @@ def test_predict_compares_two_faces_at_the_checkpoint_threshold(run, cache, tmp_
     assert pair["similarity"] == pytest.approx(float(ea @ eb), abs=1e-5)
     assert pair["same"] == (pair["similarity"] > pair["threshold"])
     assert np.linalg.norm(ea) == pytest.approx(1, abs=1e-5)
+    # the library's result objects: embedding and similarity() are the record's
+    import resvision as rv
+
+    ra, rb = rv.load(run / "checkpoints/last.pt")([a, b])
+    np.testing.assert_allclose(ra.embedding, ea, atol=1e-6)
+    assert ra.similarity(rb) == pytest.approx(pair["similarity"], abs=1e-5) and ra.to_dict() == {
+        k: v for k, v in results[0].items() if k != "files"}
+    assert results[0]["files"] == [f"{a.stem}_face.png"] and (out / results[0]["files"][0]).is_file()
 
 
 @pytest.mark.parametrize("override", [
@@ -271,6 +279,11 @@ def test_predict_aligns_photos_and_lists_images_without_a_face(run, tmp_path):
                  "data.align=true", *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png"))]) == 0
     a, b, c = json.loads((out / "predictions.json").read_text())
     assert c["error"] == "no face found" and "embedding" not in c
+    import resvision as rv
+
+    with pytest.raises(ValueError, match="c.png: no face was found"):
+        rv.load(run / "checkpoints/last.pt", overrides=["data.align=true"])(str(tmp_path / "c.png"))[0].similarity(
+            rv.load(run / "checkpoints/last.pt")(str(tmp_path / "a.png"))[0])
     assert float(np.dot(a["embedding"], b["embedding"])) > 0.9  # 0.97 measured with this 3-step model
     # the embedding of the photo is the embedding of its aligned crop (aligned here, independently of predict)
     from resvision.tasks.face.align import FaceAligner

@@ -2,6 +2,7 @@
 ``predict`` writes; bad inputs are one-line errors naming what was given."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,12 @@ def _files(folder, count):
 
 
 def _without_names(results):
-    return [{k: v for k, v in r.items() if k != "image"} for r in results]
+    return [{k: v for k, v in r.items() if k not in ("image", "files")} for r in results]
+
+
+def _records(written):
+    """predictions.json's records less the names of each image's files: what the results' to_dict() holds."""
+    return [{k: v for k, v in r.items() if k != "files"} for r in written]
 
 
 def test_library_equals_cli_and_in_memory_images_equal_their_files(cls_ckpt, tiny_folder, tmp_path):
@@ -47,7 +53,14 @@ def test_library_equals_cli_and_in_memory_images_equal_their_files(cls_ckpt, tin
     cli = json.loads((tmp_path / "cli/predictions.json").read_text())
     predictor = rv.load(cls_ckpt)
     assert predictor.classes and predictor.task.name == "classification"
-    assert predictor(files) == cli  # the CLI is a user of the same predictor
+    results = predictor(files)
+    assert [r.to_dict() for r in results] == _records(cli)  # the CLI is a user of the same predictor
+    for r, written in zip(results, cli):  # the result objects: attributes of the record, the picture predict saved
+        assert (r.label, r.score, r.index) == (r["topk"][0]["label"], r["topk"][0]["prob"], r["topk"][0]["index"])
+        assert r.top5 == [(t["label"], t["prob"]) for t in r["topk"]][:5]
+        assert r.probs.shape == (len(predictor.classes),) and r.probs.sum() == pytest.approx(1, abs=1e-5)
+        assert r.probs.argmax() == r.index and r.probs.max() == pytest.approx(r.score, abs=1e-6)
+        assert np.array_equal(r.plot(), np.asarray(Image.open(tmp_path / "cli" / written["files"][0])))
     arrays = [read_image(f) for f in files]
     as_given = [arrays[0], Image.fromarray(arrays[1]), torch.from_numpy(arrays[2].copy()).permute(2, 0, 1).float() / 255,
                 torch.from_numpy(arrays[3].copy()).permute(2, 0, 1)]
@@ -55,6 +68,7 @@ def test_library_equals_cli_and_in_memory_images_equal_their_files(cls_ckpt, tin
     assert _without_names(results) == _without_names(cli)
     assert [r["image"] for r in results] == ["<array 0>", "<PIL image 1>", "<tensor 2>", "<tensor 3>"]
     assert predictor(tiny_folder / "val") == predictor(sorted(str(p) for p in (tiny_folder / "val").rglob("*.png")))
+    assert np.array_equal(results[0].plot(), predictor([arrays[0]])[0].plot())  # an array's picture is its file's
 
 
 def test_detection_predictor_on_an_array_equals_its_file(det_ckpt, tmp_path):
@@ -65,13 +79,48 @@ def test_detection_predictor_on_an_array_equals_its_file(det_ckpt, tmp_path):
                  *files]) == 0
     cli = json.loads((tmp_path / "cli/predictions.json").read_text())
     predictor = rv.load(det_ckpt)
-    assert predictor(files, score_thresh=0.0) == cli
+    results = predictor(files, score_thresh=0.0)
+    assert [r.to_dict() for r in results] == _records(cli)
     in_memory = predictor([read_image(f) for f in files], score_thresh=0.0)
     assert _without_names(in_memory) == _without_names(cli) and any(r["detections"] for r in cli)
-    written = predictor.write(predictor(files, score_thresh=0.0), tmp_path / "lib")
+    for r in results:  # the arrays are the records' values, labels index the predictor's classes
+        assert r.boxes.shape == (len(r["detections"]), 4) and r.scores.shape == (len(r["detections"]),)
+        np.testing.assert_allclose(r.boxes, np.array([d["box"] for d in r["detections"]]).reshape(-1, 4), rtol=1e-6)
+        assert [predictor.classes[k] for k in r.labels] == r.names == [d["label"] for d in r["detections"]]
+        assert (np.diff(r.scores) <= 0).all()
+    written = predictor.write(results, tmp_path / "lib")
     assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "cli").iterdir())
-    one_line_error(UserError, ["<array 0>", "from files"], predictor.write, in_memory, tmp_path / "no")
-    assert not (tmp_path / "no").exists()
+    first = np.asarray(Image.open(tmp_path / "lib" / f"{Path(files[0]).stem}_boxes.png"))
+    assert np.array_equal(first, results[0].plot()) and np.array_equal(first, in_memory[0].plot())
+    # results of in-memory images are written too, named by their position
+    names = sorted(p.name for p in predictor.write(in_memory, tmp_path / "mem"))
+    assert names == ["array_0_boxes.png", "array_1_boxes.png", "predictions.json", "results_coco.json"]
+
+
+def test_train_and_evaluate_in_one_call_each_never_replace_a_runs_report(tiny_folder, tmp_path):
+    run = rv.train("classification", tiny_overrides(tiny_folder, tmp_path / "run", "train.epochs=1"))
+    assert run.run_dir == tmp_path / "run" and run.report.is_file()
+    written = json.loads(run.report.read_text())
+    assert run["top1"] == written["top1"] == run.metrics["top1"] and "best_epoch" in written
+    report = run.report.read_bytes()
+    checkpoint = run.run_dir / "checkpoints/last.pt"
+    evaluation = rv.evaluate(checkpoint)  # beside the run, in a new folder, the metrics training measured
+    assert evaluation.run_dir.parent == run.run_dir / "eval" and evaluation["top1"] == run["top1"]
+    assert json.loads(evaluation.report.read_text())["top1"] == run["top1"]
+    again = rv.evaluate(checkpoint)
+    assert again.run_dir != evaluation.run_dir and again.metrics == evaluation.metrics
+    # the run's own folder, or a folder holding a report, is refused by both the library and the CLI
+    for folder in (run.run_dir, evaluation.run_dir):
+        one_line_error(UserError, [str(folder), "already holds a run or a report"], rv.evaluate, checkpoint,
+                       output=folder)
+        assert main(["eval", "--checkpoint", str(checkpoint), "--output", str(folder)]) == 2
+    one_line_error(UserError, ["already holds a run or a report"], rv.load(checkpoint).write, [], run.run_dir)
+    assert run.report.read_bytes() == report and sorted(p.name for p in (run.run_dir / "eval").iterdir()) == sorted(
+        [evaluation.run_dir.name, again.run_dir.name])
+    # a Config object with overrides trains like its file
+    cfg = rv.load_config("classification", tiny_overrides(tiny_folder, tmp_path / "unused", "train.epochs=1"))
+    second = rv.train(cfg, [f"output={tmp_path / 'second'}"])
+    assert second.run_dir == tmp_path / "second" and second["top1"] == run["top1"]  # deterministic: same run
 
 
 def test_grey_rgba_and_16_bit_arrays_are_read_as_their_files_are(cls_ckpt, tmp_path):

@@ -278,14 +278,25 @@ def test_predict_writes_palette_masks_and_overlays(run, tmp_path, capsys):
     results = json.loads((out / "predictions.json").read_text())
     assert len(results) == 2
     for r, source in zip(results, sources):
-        mask = read_mask(out / r["mask"], num_classes=4)
-        with Image.open(out / r["mask"]) as png:
+        assert r["files"] == [f"{source.stem}_mask.png", f"{source.stem}_overlay.png"]
+        mask = read_mask(out / r["files"][0], num_classes=4)
+        with Image.open(out / r["files"][0]) as png:
             assert png.mode == "P"
         assert mask.shape == (r["height"], r["width"]) == Image.open(source).size[::-1]
         counts = np.bincount(mask.reshape(-1), minlength=4) / mask.size
         assert {k: v for k, v in r["pixels"].items()} == {
             n: pytest.approx(c, abs=1e-4) for n, c in zip(["background", "circle", "square", "triangle"], counts) if c}
-        assert (out / r["overlay"]).is_file()
+        assert (out / r["files"][1]).is_file()
+    # the library's result objects: the mask, the class names present and the saved overlay is plot()
+    import resvision as rv
+
+    (result,) = rv.load(run / "checkpoints/last.pt")(sources[0])
+    assert np.array_equal(result.mask, read_mask(out / results[0]["files"][0], num_classes=4))
+    assert result.names == list(results[0]["pixels"]) and "mask" not in result.to_dict()
+    assert np.array_equal(result.plot(), np.asarray(Image.open(out / results[0]["files"][1])))
+    expected = np.where((result.mask != 0)[..., None],  # 55% class colour on every non-background pixel
+                        (0.45 * result.rgb() + 0.55 * result.palette[result.mask]).round(), result.rgb())
+    assert np.abs(result.plot().astype(float) - expected).max() <= 1
 
 
 def test_backbone_from_a_detection_or_classification_checkpoint(tmp_path):
@@ -425,7 +436,7 @@ def test_eval_is_the_same_per_pixel_at_every_batch_size_and_equals_predict(mixed
     predicted = np.zeros((3, 3), np.int64)
     for r in json.loads((tmp_path / "p/predictions.json").read_text()):
         truth = np.asarray(Image.open(root / "val/masks" / Path(r["image"]).name))
-        mask = read_mask(tmp_path / "p" / r["mask"], num_classes=3)
+        mask = read_mask(tmp_path / "p" / r["files"][0], num_classes=3)
         predicted += np.bincount(truth.reshape(-1) * 3 + mask.reshape(-1), minlength=9).reshape(3, 3)
     assert np.array_equal(predicted, matrices[0])
 

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .model import ImageClassifier
 
-
-def grad_cam(model: ImageClassifier, images: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-activation maps for ``classes`` (default: the predicted class).
+def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-activation maps for ``classes`` (default: the predicted class), on the deepest feature map of
+    ``model.backbone``: any classifier that calls its registry backbone (ours, or a registered head).
 
     Args:
-        model: the classifier (eval mode).
+        model: the classifier (eval mode), ``images -> logits``, holding its registry backbone as ``backbone``.
         images: (N, 3, H, W) normalised images.
         classes: (N,) class indices to explain, or None for the argmax.
 
     Returns:
         ``(cams, classes)``: (N, H, W) maps in [0, 1] upsampled to the input size, and the classes used.
     """
+    deepest = model.backbone.feature_specs[-1].name
+    seen: list[torch.Tensor] = []
+
+    def leaf(module: nn.Module, inputs: Any, output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # the map becomes a leaf that requires grad: its gradient exists even where the backbone is frozen
+        seen.append(output[deepest].detach().requires_grad_(True))
+        return {**output, deepest: seen[-1]}
+
     with torch.inference_mode(False), torch.enable_grad():
-        features = model.forward_features(images).detach().requires_grad_(True)
-        logits = model.forward_head(features)
+        hook = model.backbone.register_forward_hook(leaf)
+        try:
+            logits = model(images)
+        finally:
+            hook.remove()
+        features = seen[-1]
         if classes is None:
             classes = logits.argmax(dim=1)
         score = logits.gather(1, classes[:, None]).sum()

@@ -20,9 +20,11 @@ from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, 
 from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task, TaskOption
+from ..heads import build_head
 from .evaluator import ClassificationEvaluator
 from .gradcam import grad_cam
 from .model import ImageClassifier
+from .results import ClassificationResult
 
 
 @dataclass
@@ -33,6 +35,9 @@ class ClassificationModelConfig:
     dropout: float = setting(0.0, "dropout probability before the final linear layer", ge=0, lt=1)
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy targets (mixup / cutmix too); 0: off",
                                      ge=0, le=1)
+    head: str = setting("linear", "linear: pooling, dropout and one fully connected layer; or the name of a head "
+                                  "registered with rv.register_head")
+    head_options: dict[str, Any] = setting(factory=dict, help="keyword arguments of a registered head (model.head)")
 
 
 @dataclass
@@ -147,6 +152,8 @@ class ClassificationTask(Task):
 
             self.mixup = Mixup(mixup_alpha=self.cfg.data.mixup, cutmix_alpha=self.cfg.data.cutmix,
                                label_smoothing=m.label_smoothing, num_classes=num_classes)
+        if m.head != "linear":
+            return build_head(self.name, m.head, backbone, num_classes, dict(m.head_options))
         return ImageClassifier(backbone, num_classes, m.dropout)
 
     def build_evaluator(self, data: DataInfo) -> ClassificationEvaluator:
@@ -243,7 +250,8 @@ class ClassificationTask(Task):
     def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, topk: int = 5,
                 batch_size: int = 32) -> list[dict[str, Any]]:
         """Top-k classes for each image (a file, or any image ``datasets.as_rgb`` takes):
-        ``[{"image", "topk": [{"label", "index", "prob"}]}]``."""
+        ``ClassificationResult`` ``{"image", "topk": [{"label", "index", "prob"}]}`` (``.label``, ``.score``, ``.top5``,
+        ``.probs``)."""
         device = next(model.parameters()).device
         transform = self.transforms(False)
         names = data.classes
@@ -253,15 +261,17 @@ class ClassificationTask(Task):
             images = torch.stack([transform(as_rgb(p)) for p in chunk]).to(device)
             probs = model(images).float().softmax(dim=1)
             top_p, top_c = probs.topk(min(topk, probs.shape[1]), dim=1)
-            for i, (path, ps, cs) in enumerate(zip(chunk, top_p.tolist(), top_c.tolist()), start):
-                results.append({"image": image_label(path, i), "topk": [
+            for i, (path, ps, cs, every) in enumerate(zip(chunk, top_p.tolist(), top_c.tolist(), probs.cpu().numpy()),
+                                                      start):
+                results.append(ClassificationResult({"image": image_label(path, i), "topk": [
                     {"label": names[c] if c < len(names) else str(c), "index": c, "prob": round(p, 6)} for p, c in zip(ps, cs)
-                ]})
+                ]}, path, every))
         return results
 
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
-        """predictions.json and predictions.csv (image, best label and probability, the top-k)."""
+        """predictions.json, a picture per image (its top classes above it) and predictions.csv (image, best label
+        and probability, the top-k)."""
         written = super().write_predictions(results, out_dir, data)
         path = out_dir / "predictions.csv"
         with open(path, "w", newline="") as f:

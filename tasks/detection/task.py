@@ -24,6 +24,7 @@ from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import DetectionEvaluator
+from .results import DetectionResult, draw_boxes
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
 
 log = logging.getLogger("resvision")
@@ -230,8 +231,9 @@ class DetectionTask(Task):
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo,
                 score_thresh: float = 0.5) -> list[dict[str, Any]]:
-        """Detections per image (a file, or any image ``datasets.as_rgb`` takes): ``[{"image", "detections":
-        [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as given}]}]``."""
+        """Detections per image (a file, or any image ``datasets.as_rgb`` takes): a ``DetectionResult``
+        ``{"image", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as
+        given}]}`` (``.boxes``, ``.scores``, ``.labels``, ``.names``)."""
         device = next(model.parameters()).device
         results = []
         for index, path in enumerate(paths):
@@ -242,39 +244,18 @@ class DetectionTask(Task):
             dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
                      "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
                     for b, s, k in zip(boxes, scores, labels)]
-            results.append({"image": image_label(path, index), "detections": dets})
+            results.append(DetectionResult({"image": image_label(path, index), "detections": dets}, path, data.classes))
         return results
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:
-        """predictions.json, ``results_coco.json`` (COCO results format, image_id = input order) and
-        one ``<image>_boxes.png`` per image with its boxes drawn."""
+        """predictions.json, one ``<image>_boxes.png`` per image with its boxes drawn and ``results_coco.json``
+        (COCO results format, image_id = input order)."""
         written = super().write_predictions(results, out_dir, data)
         coco = [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
                  "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
                 for image_id, r in enumerate(results) for d in r["detections"]]
         (out_dir / "results_coco.json").write_text(json.dumps(coco))
-        written.append(out_dir / "results_coco.json")
-        for r in results:
-            boxes = np.array([d["box"] for d in r["detections"]]).reshape(-1, 4)
-            drawn = draw_boxes(read_image(r["image"]), np.zeros((0, 4)), boxes,
-                               [f"{d['label']} {d['score']:.2f}" for d in r["detections"]])
-            path = out_dir / f"{Path(r['image']).stem}_boxes.png"
-            save_image_grid([drawn], [Path(r["image"]).name], path, "", cols=1)
-            written.append(path)
-        return written
-
-
-def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> np.ndarray:
-    """Ground truth in green, predictions in red with their captions, via torchvision's drawing utility."""
-    from torchvision.utils import draw_bounding_boxes
-
-    image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # a writable copy
-    if len(truth):
-        image = draw_bounding_boxes(image, torch.as_tensor(truth, dtype=torch.float).reshape(-1, 4), colors="lime", width=1)
-    if len(predicted):
-        image = draw_bounding_boxes(image, torch.as_tensor(predicted, dtype=torch.float).reshape(-1, 4), labels=names,
-                                    colors="red", width=2)
-    return image.permute(1, 2, 0).numpy()
+        return [*written, out_dir / "results_coco.json"]
 
 
 def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> None:

@@ -26,6 +26,7 @@ from ..base import DataInfo, Task, TaskOption
 from .evaluator import FaceEvaluator
 from .margin import build_margin
 from .model import FaceModel, flip_embeddings
+from .results import FaceResult
 
 log = logging.getLogger("resvision")
 
@@ -238,9 +239,8 @@ class FaceTask(Task):
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[Any], data: FaceDataInfo, threshold: float | None = None,
                 gallery: str | None = None) -> list[dict[str, Any]]:
-        """Embeds the face of each image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
-        ``data.align``). For exactly two images, also
-        their cosine similarity and the same / different decision at ``threshold`` (default: the checkpoint's
+        """A ``FaceResult`` per image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
+        ``data.align``): its face's ``embedding`` (``.similarity(other)``). For exactly two images, also their cosine similarity and the same / different decision at ``threshold`` (default: the checkpoint's
         verif_threshold); with ``gallery``, the most similar known person of each face (the mean embedding of
         that person's gallery images), or ``unknown`` below the threshold."""
         threshold = data.threshold if threshold is None else threshold
@@ -288,10 +288,10 @@ class FaceTask(Task):
         centres = np.stack([emb[labels == k].mean(0) for k in found])
         return [people[k] for k in found], centres / np.linalg.norm(centres, axis=1, keepdims=True)
 
-    def _faces(self, paths: list[str]) -> tuple[list[tuple[int, np.ndarray]], list[dict[str, Any]]]:
+    def _faces(self, paths: list[Any]) -> tuple[list[tuple[int, np.ndarray]], list[FaceResult]]:
         """``(result index, face pixels)`` for each image with a face, and one result dict per image; with
         ``data.align`` the largest face is detected and aligned, an image without a face is listed, not fatal."""
-        results: list[dict[str, Any]] = [{"image": image_label(p, i)} for i, p in enumerate(paths)]
+        results = [FaceResult({"image": image_label(p, i)}, p) for i, p in enumerate(paths)]
         aligner = None
         if self.cfg.data.align:
             from .align import FaceAligner

@@ -11,12 +11,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import IMAGENET_MEAN, IMAGENET_STD, as_rgb, image_label, read_image
+from ...datasets import IMAGENET_MEAN, IMAGENET_STD, as_rgb, image_label
 from ...datasets.segmentation import (
     SegmentationData,
     SegmentationDataset,
@@ -25,7 +24,6 @@ from ...datasets.segmentation import (
     load_voc_segmentation,
     verify_segmentation,
     voc_colormap,
-    write_mask,
 )
 from ...datasets.segmentation_transforms import segmentation_transforms
 from ...datasets.shapes import load_shapes_segmentation
@@ -33,6 +31,7 @@ from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
 from .evaluator import SegmentationEvaluator
+from .results import SegmentationResult, overlay
 from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
 
 log = logging.getLogger("resvision")
@@ -341,11 +340,12 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
     def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo) -> list[dict[str, Any]]:
-        """Per image (a file, or any image ``datasets.as_rgb`` takes): ``{"image", "height", "width", "pixels":
-        {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class indices at the
-        image's own size (``write_predictions`` saves it as a PNG)."""
+        """Per image (a file, or any image ``datasets.as_rgb`` takes): a ``SegmentationResult`` ``{"image", "height",
+        "width", "pixels": {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class
+        indices at the image's own size (``save`` writes it as a palette PNG beside the overlay)."""
         device = next(model.parameters()).device
         transform = self.transforms(False)
+        palette = data.palette()
         results = []
         for index, path in enumerate(paths):
             rgb = as_rgb(path)
@@ -353,25 +353,11 @@ class SegmentationTask(Task):
             mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
             counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
             pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
-            results.append({"image": image_label(path, index), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
-                            "pixels": pixels, "mask": mask})
+            results.append(SegmentationResult({"image": image_label(path, index), "height": int(mask.shape[0]),
+                                               "width": int(mask.shape[1]), "pixels": pixels, "mask": mask},
+                                              path, data.classes, palette))
         return results
 
-    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: SegmentationDataInfo) -> list[Path]:
-        """Per image ``<stem>_mask.png`` (palette PNG of class indices, readable as a mask by every adapter) and
-        ``<stem>_overlay.png``; ``predictions.json`` lists the images, their class fractions and mask files."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        palette = data.palette()
-        written, listed, used = [], [], set()
-        for r in results:
-            stem = _unique(Path(r["image"]).stem, used)  # a.jpg in two input folders: a, a_1
-            mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
-            write_mask(mask_path, r["mask"], palette)
-            Image.fromarray(overlay(read_image(r["image"]), r["mask"], palette)).save(overlay_path)
-            written += [mask_path, overlay_path]
-            listed.append({k: v for k, v in r.items() if k != "mask"} | {"mask": mask_path.name,
-                                                                        "overlay": overlay_path.name})
-        return super().write_predictions(listed, out_dir, data) + written
 
 
 def _deepest_stride(backbone: BackboneConfig) -> int:
@@ -380,23 +366,6 @@ def _deepest_stride(backbone: BackboneConfig) -> int:
     with torch.device("meta"):
         built = build_backbone_from_config(dataclasses.replace(backbone, pretrained=None))
     return max(spec.stride for spec in built.feature_specs)
-
-
-def _unique(stem: str, used: set[str]) -> str:
-    name, k = stem, 0
-    while name in used:
-        k += 1
-        name = f"{stem}_{k}"
-    used.add(name)
-    return name
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """``rgb`` with every non-background pixel (mask value != 0) blended with its class colour."""
-    colours = palette[np.clip(mask, 0, 255).astype(np.int64)]
-    blend = rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
-    out = np.where((mask != 0)[..., None], blend, rgb.astype(np.float32))
-    return out.round().astype(np.uint8)
 
 
 class _PaddedForward(nn.Module):
