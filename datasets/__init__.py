@@ -73,18 +73,14 @@ __all__ += [
 ]
 
 # Segmentation data (VOC / mask-folder / COCO adapters, mask reading and writing, mask-aware transforms).
+from resvision.datasets.coco import load_coco_segmentation  # noqa: E402
+from resvision.datasets.masks import read_mask, voc_colormap, write_mask  # noqa: E402
 from resvision.datasets.segmentation import (  # noqa: E402
-    VOC_SEG_CLASSES,
     SegmentationData,
     SegmentationDataset,
     SegmentationSample,
-    load_coco_segmentation,
     load_mask_folders,
-    load_voc_segmentation,
-    read_mask,
     verify_segmentation,
-    voc_colormap,
-    write_mask,
 )
 from resvision.datasets.segmentation_transforms import segmentation_transforms  # noqa: E402
 from resvision.datasets.shapes import (  # noqa: E402
@@ -92,6 +88,7 @@ from resvision.datasets.shapes import (  # noqa: E402
     load_shapes_segmentation,
     shapes_segmentation_dataset,
 )
+from resvision.datasets.voc import VOC_SEG_CLASSES, load_voc_segmentation  # noqa: E402
 
 __all__ += [
     "SHAPES_SEG_CLASSES",
@@ -112,10 +109,9 @@ __all__ += [
 ]
 
 # Face data (LFW pairs.txt, insightface .bin, the evaluation set, the built-in synthetic people).
-from resvision.datasets.face import (  # noqa: E402
-    FaceEvalSet,
+from resvision.datasets.face import FaceEvalSet, identity_folder_samples  # noqa: E402
+from resvision.datasets.face_pairs import (  # noqa: E402
     FacePair,
-    identity_folder_samples,
     read_pairs,
     read_verification_bin,
     write_verification_bin,

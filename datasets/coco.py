@@ -1,4 +1,6 @@
-"""COCO "instances" JSON -> :class:`~resvision.datasets.detection.DetectionData`.
+"""COCO "instances" JSON -> :class:`~resvision.datasets.detection.DetectionData` (:func:`load_coco`), or
+-> :class:`~resvision.datasets.segmentation.SegmentationData` with each image's instances painted into one
+class mask (:func:`load_coco_segmentation`).
 
 The file is indexed with pycocotools' ``COCO`` (the same index ``COCOeval`` uses), after a
 ``json.load`` of our own so that a malformed file fails with a one-line error naming it.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -27,9 +30,13 @@ from resvision.datasets.detection import (
     progress,
     report_cleaning,
 )
+from resvision.datasets.image_io import image_size, one_line
+from resvision.datasets.segmentation import SegmentationData, SegmentationSample
 from resvision.errors import DataError
 
-__all__ = ["load_coco"]
+__all__ = ["load_coco", "load_coco_segmentation"]
+
+log = logging.getLogger("resvision")
 
 
 def load_coco(
@@ -263,3 +270,118 @@ def _check_files_exist(samples: list[DetectionSample], path: Path) -> None:
     for sample in progress(samples, desc="check images", unit="img"):
         if not os.path.isfile(sample.image_path):
             raise DataError(f"{path}: image file not found: {sample.image_path} (image id {sample.image_id})")
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+
+def load_coco_segmentation(
+    annotations: str | Path,
+    images_dir: str | Path,
+    classes: Sequence[str] | None = None,
+    ignore_index: int = 255,
+) -> SegmentationData:
+    """A COCO instances file as semantic segmentation: each image's instances painted into one class mask.
+
+    * Classes: ``background`` (0), then the categories in sorted-id order as ``1..K`` (or in the order of
+      ``classes``: category names, optionally led by ``"background"``);
+      :attr:`~resvision.datasets.segmentation.SegmentationData.category_ids` maps them back. Annotations of
+      categories not in ``classes`` are dropped, i.e. painted as background (torchvision's reference
+      ``FilterAndRemapCocoCategories``), with one info line giving their count.
+    * Masks are rasterised lazily with pycocotools' ``annToMask``
+      (:func:`~resvision.datasets.masks.rasterize_coco`): instances in file order (a later instance
+      overwrites an earlier one where they overlap), then every crowd region as ``ignore_index``, so crowd
+      pixels are never scored even where an instance overlaps them.
+    * Segmentations are checked here (polygon lists, compressed or uncompressed RLE whose ``size`` is the
+      image's); polygons with fewer than 3 points are dropped (pycocotools cannot rasterise them).
+
+    Args:
+        annotations: The JSON file.
+        images_dir: Folder that ``images[*].file_name`` is relative to.
+        classes: Category names and their order; default every category by id.
+        ignore_index: The value of crowd pixels.
+
+    Returns:
+        The split ordered by image id, ``mask_path=None`` and the annotations kept in each sample.
+
+    Raises:
+        DataError: Missing / malformed JSON (names it), an annotation without a valid ``segmentation``
+            (names the annotation id), an unknown class name, or a missing image file (names it).
+    """
+    path, images_dir = Path(annotations), Path(images_dir)
+    coco = _index(_read_json(path), path)
+    names = list(classes) if classes is not None else None
+    if names and names[0] == "background" and "background" not in {str(c.get("name")) for c in coco.cats.values()}:
+        names = names[1:]
+    names, category_ids = _select_categories(coco, names, path)
+    label_of = {cat: k for k, cat in enumerate(category_ids, start=1)}
+    samples, dropped, short = [], 0, 0
+    for image_id in progress(sorted(coco.imgs), desc="list COCO", unit="img"):
+        info = coco.imgs[image_id]
+        if "file_name" not in info:
+            raise DataError(f"{path}: image id {image_id} has no 'file_name'")
+        image_path = images_dir / str(info["file_name"])
+        if not image_path.is_file():
+            raise DataError(f"{path}: image file not found: {image_path} (image id {image_id})")
+        width, height = _coco_size(info, image_path, path)
+        kept = []
+        for ann in coco.imgToAnns.get(image_id, []):
+            if ann.get("category_id") not in coco.cats:
+                raise DataError(
+                    f"{path}: annotation id {ann['id']} has category_id {ann.get('category_id')!r}, not in categories"
+                )
+            if ann["category_id"] not in label_of:
+                dropped += 1
+                continue
+            segmentation, removed = _checked_segmentation(ann, height, width, path)
+            short += removed
+            if segmentation is not None:
+                kept.append({"segmentation": segmentation, "label": label_of[ann["category_id"]],
+                             "iscrowd": bool(ann.get("iscrowd", 0))})
+        stem = Path(str(info["file_name"])).stem
+        samples.append(SegmentationSample(str(image_path), None, stem, height, width, kept, str(path), image_id))
+    if dropped:
+        log.info("%s: %d annotation(s) of categories outside the selected classes painted as background", path, dropped)
+    if short:
+        log.warning("%s: dropped %d polygon(s) with fewer than 3 points", path, short)
+    return SegmentationData(samples, ["background", *names], ignore_index, category_ids=category_ids)
+
+
+def _coco_size(info: dict[str, Any], image_path: Path, path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the JSON, else from the image header as ``read_image`` orients it."""
+    width, height = info.get("width"), info.get("height")
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        return width, height
+    try:
+        return image_size(image_path)
+    except OSError as exc:
+        raise DataError(f"{path}: image id {info['id']} has no width/height and {image_path} is unreadable "
+                        f"({one_line(exc)})") from None
+
+
+def _checked_segmentation(ann: dict[str, Any], height: int, width: int, path: Path) -> tuple[Any, int]:
+    """``(segmentation to rasterise or None, number of dropped short polygons)``; malformed ones raise."""
+    seg = ann.get("segmentation")
+    where = f"{path}: annotation id {ann['id']}"
+    if isinstance(seg, list):
+        polygons = []
+        for poly in seg:
+            if not isinstance(poly, list) or not all(_is_number(v) for v in poly) or len(poly) % 2:
+                raise DataError(f"{where} has a malformed polygon (expected a flat list of x, y numbers)")
+            polygons.append([float(v) for v in poly])
+        kept = [p for p in polygons if len(p) >= 6]
+        return (kept or None), len(polygons) - len(kept)
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not isinstance(size, list) or len(size) != 2 or not isinstance(counts, (str, list)):
+            raise DataError(f"{where} has a malformed RLE (expected {{'size': [h, w], 'counts': ...}})")
+        if [int(size[0]), int(size[1])] != [height, width]:
+            raise DataError(f"{where}: RLE size {size} differs from the image's [height, width] [{height}, {width}]")
+        if isinstance(counts, list) and sum(counts) != height * width:
+            raise DataError(f"{where}: RLE counts sum to {sum(counts)}, not height * width = {height * width}")
+        return seg, 0
+    raise DataError(f"{where} has no 'segmentation' (expected polygons or an RLE)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)

@@ -60,7 +60,7 @@ def decoded(path: str | Path, what: str = "image", error: type[DataError] = BadI
     except Image.UnidentifiedImageError:
         raise error(f"{path}: not an image file (unknown or corrupt format), cannot read the {what}") from None
     except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError, struct.error...
-        raise error(f"{path}: cannot decode the {what} ({_one_line(exc)})") from exc
+        raise error(f"{path}: cannot decode the {what} ({one_line(exc)})") from exc
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -81,7 +81,17 @@ def read_image(path: str | Path) -> np.ndarray:
             The message is one line: ``<path>: <reason>``.
     """
     with decoded(path) as image:
-        return _to_rgb_array(ImageOps.exif_transpose(image))
+        return to_rgb_array(ImageOps.exif_transpose(image))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` as :func:`read_image` returns it (EXIF orientations 5-8 swap the sides); header only."""
+    with Image.open(path) as image:
+        width, height = image.size
+        with contextlib.suppress(Exception):
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+    return width, height
 
 
 def as_rgb(image: object) -> np.ndarray:
@@ -98,7 +108,7 @@ def as_rgb(image: object) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return _to_rgb_array(ImageOps.exif_transpose(image))
+        return to_rgb_array(ImageOps.exif_transpose(image))
     if _is_tensor(image):
         return _tensor_to_rgb(image)
     if isinstance(image, np.ndarray):
@@ -164,7 +174,7 @@ def _tensor_to_rgb(tensor) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array)
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert a decoded Pillow image of any mode to a ``(H, W, 3)`` uint8 RGB array."""
     if image.mode in _SIXTEEN_BIT_GREY_MODES:
         grey = np.asarray(image).astype(np.int64)
@@ -188,7 +198,7 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(blended.astype(np.uint8))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """Exception text squeezed onto one line (some decoders put newlines in their messages)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

@@ -30,17 +30,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from resvision.datasets.coco import load_coco
+from resvision.datasets.coco import load_coco, load_coco_segmentation
 from resvision.datasets.demo import write_once
 from resvision.datasets.detection import DetectionData
-from resvision.datasets.segmentation import (
-    SegmentationData,
-    load_coco_segmentation,
-    load_voc_segmentation,
-    voc_colormap,
-    write_mask,
-)
-from resvision.datasets.voc import load_voc
+from resvision.datasets.masks import voc_colormap, write_mask
+from resvision.datasets.segmentation import SegmentationData
+from resvision.datasets.voc import load_voc, load_voc_segmentation
 from resvision.errors import ConfigError
 
 __all__ = ["SHAPES_CATEGORY_IDS", "SHAPES_CLASSES", "SHAPES_SEG_CLASSES", "SHAPES_SPLITS", "load_shapes",

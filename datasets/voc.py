@@ -1,6 +1,8 @@
-"""Pascal VOC XML -> :class:`~resvision.datasets.detection.DetectionData`.
+"""Pascal VOC: XML boxes -> :class:`~resvision.datasets.detection.DetectionData`, and
+``SegmentationClass`` masks -> :class:`~resvision.datasets.segmentation.SegmentationData`
+(:func:`load_voc_segmentation`, which documents its layout).
 
-Layout (``VOCdevkit/VOC2007`` or ``VOC2012``, or any folder written the same way)::
+Detection layout (``VOCdevkit/VOC2007`` or ``VOC2012``, or any folder written the same way)::
 
     root/Annotations/<id>.xml
     root/JPEGImages/<id>.jpg
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from resvision.datasets.classification import IMAGE_EXTENSIONS
 from resvision.datasets.detection import (
     DetectionData,
     DetectionSample,
@@ -39,15 +42,19 @@ from resvision.datasets.detection import (
     progress,
     report_cleaning,
 )
+from resvision.datasets.segmentation import SegmentationData, SegmentationSample
 from resvision.errors import DataError
 
-__all__ = ["VOC_CLASSES", "difficult_as_crowd", "load_voc"]
+__all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "difficult_as_crowd", "load_voc", "load_voc_segmentation"]
 
 # The 20 Pascal VOC classes in the official devkit order (VOCcode/VOCinit.m); labels are 1..20 in this order.
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+
+# The 21 VOC segmentation classes: index 0 is the background, 1..20 the devkit's object classes in order.
+VOC_SEG_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 
 
 def load_voc(
@@ -255,3 +262,58 @@ def difficult_as_crowd(coco_gt: dict[str, Any]) -> dict[str, Any]:
         if ann.get("difficult"):
             ann["iscrowd"] = 1
     return converted
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+
+def load_voc_segmentation(
+    root: str | Path,
+    split: str,
+    classes: Sequence[str] | None = None,
+    ignore_index: int = 255,
+) -> SegmentationData:
+    """Load one split of a VOC-layout segmentation dataset (``VOCdevkit/VOC2012`` or the same layout)::
+
+        root/JPEGImages/<stem>.jpg
+        root/SegmentationClass/<stem>.png       palette PNG of indices, 255 = boundary / ignore
+        root/ImageSets/Segmentation/<split>.txt one <stem> per line
+
+    Args:
+        root: The folder holding the three sub-folders.
+        split: Name of the split file, e.g. ``"train"``, ``"val"``, ``"trainval"``.
+        classes: Class names by mask value; default :data:`VOC_SEG_CLASSES` (21, background first).
+        ignore_index: The unscored mask value.
+
+    Returns:
+        The split, in split-file order (``stem`` = the listed name).
+
+    Raises:
+        DataError: Missing or empty split file (names it), a stem whose image or mask is missing (names the
+            stem and the missing file).
+    """
+    root = Path(root)
+    split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    stems = _read_split(split_file)
+    samples = []
+    for stem in progress(stems, desc=f"list VOC {split}", unit="img"):
+        image = _voc_image(root / "JPEGImages", stem)
+        if image is None:
+            raise DataError(f"{split_file}: stem {stem!r} has no image file {root / 'JPEGImages' / stem}.jpg")
+        mask = root / "SegmentationClass" / f"{stem}.png"
+        if not mask.is_file():
+            raise DataError(f"{split_file}: stem {stem!r} has no mask file {mask}")
+        samples.append(SegmentationSample(str(image), str(mask), stem))
+    return SegmentationData(samples, list(VOC_SEG_CLASSES if classes is None else classes), ignore_index)
+
+
+def _voc_image(folder: Path, stem: str) -> Path | None:
+    """``<stem>.jpg``, else ``<stem>`` with another image extension (a PNG-converted copy of VOC)."""
+    default = folder / f"{stem}.jpg"
+    if default.is_file():
+        return default
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None

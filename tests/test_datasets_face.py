@@ -18,12 +18,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from resvision.datasets.face import (
-    FaceEvalSet,
+from resvision.datasets.face import FaceEvalSet, identity_folder_samples
+from resvision.datasets.face_pairs import (
     FacePair,
     VerificationBin,
     decode_bin_image,
-    identity_folder_samples,
     read_pairs,
     read_verification_bin,
     write_verification_bin,

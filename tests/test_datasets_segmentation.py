@@ -14,22 +14,18 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
+from resvision.datasets.coco import load_coco_segmentation
+from resvision.datasets.masks import read_mask, voc_colormap, write_mask
 from resvision.datasets.segmentation import (
-    VOC_SEG_CLASSES,
     SegmentationData,
     SegmentationDataset,
     SegmentationSample,
-    load_coco_segmentation,
     load_mask_folders,
-    load_voc_segmentation,
-    read_mask,
     verify_segmentation,
-    voc_colormap,
-    write_mask,
 )
 from resvision.datasets.segmentation_transforms import segmentation_transforms
 from resvision.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from resvision.datasets.voc import VOC_CLASSES
+from resvision.datasets.voc import VOC_CLASSES, VOC_SEG_CLASSES, load_voc_segmentation
 from resvision.errors import ConfigError, DataError
 
 IGNORE = 255

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from resvision.backbone import build_backbone
 from resvision.cli import main
-from resvision.datasets.face import FaceEvalSet, write_verification_bin
+from resvision.datasets.face import FaceEvalSet
+from resvision.datasets.face_pairs import write_verification_bin
 from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_DIR, SYNTHETIC_FACES_SIZES
 from resvision.tasks.face import FaceEvaluator, FaceModel, flip_embeddings
 from resvision.tasks.face.margin import ArcFace, CosFace
@@ -139,7 +140,7 @@ def test_eval_reproduces_the_report_and_reads_a_bin(run, cache, tmp_path):
     assert again["verif_acc"] == report["verif_acc"] and again["rank1"] == report["rank1"]
 
     # the same pairs as an insightface .bin: same images (PNG-free: the JPEG bytes themselves), same flags
-    from resvision.datasets.face import read_pairs
+    from resvision.datasets.face_pairs import read_pairs
 
     pairs = read_pairs(cache / SYNTHETIC_FACES_DIR / "test/pairs.txt", cache / SYNTHETIC_FACES_DIR / "test")
     images = [open(path, "rb").read() for p in pairs for path in (p.path_a, p.path_b)]

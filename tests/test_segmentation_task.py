@@ -18,7 +18,7 @@ from conftest import SEG_FAST
 from resvision.backbone import build_backbone
 from resvision.backbone.base import FeatureSpec
 from resvision.cli import main
-from resvision.datasets.segmentation import read_mask
+from resvision.datasets.masks import read_mask
 from resvision.errors import ConfigError
 from resvision.tasks.segmentation.model import (
     DecoderFeatures,

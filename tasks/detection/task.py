@@ -24,8 +24,8 @@ from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task, TaskOption
 from .evaluator import DetectionEvaluator
-from .results import DetectionResult, draw_boxes
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
+from .results import DetectionResult, draw_boxes
 
 log = logging.getLogger("resvision")
 

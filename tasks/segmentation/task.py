@@ -16,23 +16,18 @@ from torch import nn
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
 from ...datasets import IMAGENET_MEAN, IMAGENET_STD, as_rgb, image_label
-from ...datasets.segmentation import (
-    SegmentationData,
-    SegmentationDataset,
-    load_coco_segmentation,
-    load_mask_folders,
-    load_voc_segmentation,
-    verify_segmentation,
-    voc_colormap,
-)
+from ...datasets.coco import load_coco_segmentation
+from ...datasets.masks import voc_colormap
+from ...datasets.segmentation import SegmentationData, SegmentationDataset, load_mask_folders, verify_segmentation
 from ...datasets.segmentation_transforms import segmentation_transforms
 from ...datasets.shapes import load_shapes_segmentation
+from ...datasets.voc import load_voc_segmentation
 from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
 from .evaluator import SegmentationEvaluator
-from .results import SegmentationResult, overlay
 from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
+from .results import SegmentationResult, overlay
 
 log = logging.getLogger("resvision")
 
