@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,19 +21,22 @@ from .errors import UserError
 log = logging.getLogger("resvision")
 
 
-def _task_classes():
-    """Every task class; an installed plugin that fails to load is named in a warning and left out, so that it
-    cannot break the commands of the other tasks."""
+def _predict_options() -> list[tuple[str, tuple]]:
+    """``(task name, its predict options)`` of every task: the built-in ones from their torch-free table
+    (``tasks.options``), so that ``predict --help`` imports no task; a plugin's from its class. An installed plugin
+    that fails to load is named in a warning and left out, so that it cannot break the other tasks' commands."""
     from .errors import ConfigError
     from .tasks import get_task_class, list_tasks
+    from .tasks.options import BUILTIN_PREDICT_OPTIONS
 
-    classes = []
+    found = []
     for name in list_tasks():
         try:
-            classes.append(get_task_class(name))
+            options = BUILTIN_PREDICT_OPTIONS.get(name)
+            found.append((name, options if options is not None else get_task_class(name).predict_options))
         except ConfigError as err:
             log.warning("%s", err)
-    return classes
+    return found
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +49,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(predict_options: bool = True) -> argparse.ArgumentParser:
-    """The command line. ``predict_options=False`` leaves out the tasks' own ``predict`` flags, whose reading
-    imports every task: what every command but ``predict`` parses with, so that ``--help`` and a mistyped option
-    answer at once."""
+    """The command line. ``predict_options=False`` leaves out the tasks' own ``predict`` flags (a plugin task's are
+    read from its class, which imports it): what every command but ``predict`` parses with."""
     parser = argparse.ArgumentParser(
         prog="resvision", description="Fine-tune and evaluate ResNet models: every task on one engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,11 +78,11 @@ def build_parser(predict_options: bool = True) -> argparse.ArgumentParser:
                          "an exported .onnx file (with --engine onnxruntime)")
     _engine_options(predict, compile_option=True)
     seen: dict[str, object] = {}
-    for task_cls in _task_classes() if predict_options else ():
-        for option in task_cls.predict_options:
+    for task_name, task_options in _predict_options() if predict_options else ():
+        for option in task_options:
             if option.name in seen:  # two tasks may share an option, with one meaning of its value
                 if seen[option.name] is not option.type:
-                    raise TypeError(f"predict option {option.flag} has two types ({task_cls.name})")
+                    raise TypeError(f"predict option {option.flag} has two types ({task_name})")
                 continue
             seen[option.name] = option.type
             predict.add_argument(option.flag, dest=option.name, type=option.type, help=option.help)
@@ -271,8 +272,8 @@ def cmd_predict(args) -> int:
     out = results_dir(args.checkpoint, "predict", args.output)
     predictor = load(args.checkpoint, engine=args.engine, overrides=list(args.overrides or []), config=args.config,
                      allow_unverified=args.allow_unverified, compile=args.compile, export_dir=out, task=args.task)
-    options = predictor.task.options_of({o.name: getattr(args, o.name, None) for t in _task_classes()
-                                         for o in t.predict_options})
+    options = predictor.task.options_of({o.name: getattr(args, o.name, None) for _, task_options in _predict_options()
+                                         for o in task_options})
     results = predictor.predict(expand_inputs(args.inputs), **options)
     written = predictor.write(results, out)
     if len(results) <= 20:

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from ..engine import distributed as dist_utils
 from ..errors import UserError
+from .options import TaskOption
 
 
 @dataclass
@@ -62,28 +63,6 @@ class DataInfo:
         for name in self.meta_fields:
             if getattr(self, name, None) in (None, []) and meta.get(name) not in (None, []):
                 setattr(self, name, meta[name])
-
-
-@dataclass(frozen=True)
-class TaskOption:
-    """A ``resvision predict`` option a task accepts (``--score-thresh 0.5`` -> ``score_thresh=0.5``)."""
-
-    name: str  # keyword of Task.predict, e.g. "score_thresh"
-    type: Callable[[str], Any]
-    help: str
-    minimum: float | None = None  # checked before any checkpoint is read
-    maximum: float | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def check(self, value: Any) -> None:
-        low = self.minimum is not None and value < self.minimum
-        high = self.maximum is not None and value > self.maximum
-        if low or high:
-            bounds = f"[{'-inf' if self.minimum is None else self.minimum}, {'inf' if self.maximum is None else self.maximum}]"
-            raise UserError(f"{self.flag} must lie in {bounds}, got {value}")
 
 
 class Evaluator:

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from resvision.datasets.face import FaceEvalSet, identity_folder_samples
 from resvision.datasets.face_pairs import (
     FacePair,
-    VerificationBin,
     decode_bin_image,
     read_pairs,
     read_verification_bin,

@@ -350,7 +350,7 @@ def bench_cli(s: Settings) -> list[str]:
     cases = {"python -c pass (interpreter start)": [sys.executable, "-c", "pass"],
              "resvision --help": [*cli, "--help"], "resvision train --help": [*cli, "train", "--help"],
              "resvision train --bogus (rejected)": [*cli, "train", "--bogus"],
-             "resvision predict --help (reads every task's options)": [*cli, "predict", "--help"],
+             "resvision predict --help (every task's options)": [*cli, "predict", "--help"],
              "import resvision; resvision.Trainer (torch and the engine)": [sys.executable, "-c",
                                                                             "import resvision; resvision.Trainer"]}
     seconds: dict[str, list[float]] = {name: [] for name in cases}

@@ -19,7 +19,8 @@ from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, 
                          image_label, read_image)
 from ...errors import ConfigError, DataError
 from ...reports import save_image_grid
-from ..base import DataInfo, Task, TaskOption
+from ..base import DataInfo, Task
+from ..options import BUILTIN_PREDICT_OPTIONS
 from ..heads import build_head
 from .evaluator import ClassificationEvaluator
 from .gradcam import grad_cam
@@ -104,7 +105,7 @@ class ClassificationTask(Task):
     DataConfig = ClassificationDataConfig
     default_config = "classification/classifier_resnet20_digits"
     main_metric = "top1"
-    predict_options = (TaskOption("topk", int, "classification: classes per image (default 5)", minimum=1),)
+    predict_options = BUILTIN_PREDICT_OPTIONS["classification"]
     onnx_postprocess = ("none", "softmax")
 
     def __init__(self, cfg) -> None:

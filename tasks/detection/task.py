@@ -22,7 +22,8 @@ from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
 from ...errors import ConfigError
 from ...reports import save_image_grid
-from ..base import DataInfo, Task, TaskOption
+from ..base import DataInfo, Task
+from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import DetectionEvaluator
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
 from .results import DetectionResult, draw_boxes
@@ -88,8 +89,7 @@ class DetectionTask(Task):
     Data = DetectionDataInfo
     default_config = "detection/fasterrcnn_smallresnet_shapes"
     main_metric = "bbox_AP"
-    predict_options = (TaskOption("score_thresh", float, "detection: minimum score of a listed / drawn box (default 0.5)",
-                                  minimum=0.0, maximum=1.0),)
+    predict_options = BUILTIN_PREDICT_OPTIONS["detection"]
     results_format = "COCO results JSON ([{image_id, category_id, bbox: [x, y, w, h], score}])"
     onnx_batched = False  # torchvision's ONNX path: one (3, H, W) image per call
     onnx_dynamic_axes = {1: "height", 2: "width"}

@@ -22,7 +22,8 @@ from ...config import BackboneConfig, setting
 from ...datasets import (ClassificationDataset, FaceEvalSet, as_rgb, face_transforms, identity_folder_samples, image_label,
                          read_image, synthetic_faces_dataset)
 from ...errors import ConfigError, DataError, UserError
-from ..base import DataInfo, Task, TaskOption
+from ..base import DataInfo, Task
+from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import FaceEvaluator
 from .margin import build_margin
 from .model import FaceModel, flip_embeddings
@@ -96,10 +97,7 @@ class FaceTask(Task):
     Data = FaceDataInfo
     default_config = "face/arcface_smallresnet_synthetic"
     main_metric = "verif_acc"
-    predict_options = (TaskOption("threshold", float, "face: cosine similarity above which two faces are the same person "
-                                  "(default: the checkpoint's verif_threshold)", minimum=-1, maximum=1),
-                       TaskOption("gallery", str, "face: identity folders of known people (<dir>/<person>/<image>); "
-                                  "each image is identified as the most similar person, or unknown"))
+    predict_options = BUILTIN_PREDICT_OPTIONS["face"]
     onnx_parity_limits = {"min_cosine": (">=", 0.9999)}
 
     # ------------------------------------------------------------------ building

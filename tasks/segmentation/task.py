@@ -25,6 +25,7 @@ from ...datasets.voc import load_voc_segmentation
 from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
+from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import SegmentationEvaluator
 from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
 from .results import SegmentationResult, overlay
@@ -125,6 +126,7 @@ class SegmentationTask(Task):
     Data = SegmentationDataInfo
     default_config = "segmentation/fpn_smallresnet_shapes"
     main_metric = "mIoU"
+    predict_options = BUILTIN_PREDICT_OPTIONS["segmentation"]
     onnx_postprocess = ("none", "argmax")
     onnx_parity_limits = {"argmax_agreement": (">=", 0.999)}
     onnx_dynamic_axes = {2: "height", 3: "width"}
