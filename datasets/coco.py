@@ -29,7 +29,7 @@ from resvision.datasets.detection import (
 )
 from resvision.errors import DataError
 
-__all__ = ["load_coco"]
+__all__ = ["index_coco", "load_coco", "read_coco_json", "select_categories"]
 
 
 def load_coco(
@@ -73,9 +73,9 @@ def load_coco(
             duplicate ids, or a missing image file (names it). Every message is one line.
     """
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
-    content = _read_json(annotation_file)
-    coco = _index(content, annotation_file)
-    names, category_ids = _select_categories(coco, classes, annotation_file)
+    content = read_coco_json(annotation_file)
+    coco = index_coco(content, annotation_file)
+    names, category_ids = select_categories(coco, classes, annotation_file)
     label_of = {cat: k for k, cat in enumerate(category_ids, start=1)}
     stats = new_stats()
     samples: list[DetectionSample] = []
@@ -102,7 +102,7 @@ def load_coco(
     return DetectionData(samples, names, category_ids, coco_gt, stats)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_coco_json(path: Path) -> dict[str, Any]:
     """The parsed file, which must be an object with an ``images`` list."""
     try:
         with path.open("rb") as handle:
@@ -126,7 +126,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return content
 
 
-def _index(content: dict[str, Any], path: Path) -> COCO:
+def index_coco(content: dict[str, Any], path: Path) -> COCO:
     """A pycocotools index of ``content`` after checking the fields it relies on."""
     _check_unique_ids(content["images"], "image", path)
     _check_unique_ids(content["categories"], "category", path)
@@ -152,7 +152,7 @@ def _check_unique_ids(entries: list[Any], kind: str, path: Path) -> None:
         seen.add(entry["id"])
 
 
-def _select_categories(
+def select_categories(
     coco: COCO, classes: Sequence[str] | None, path: Path
 ) -> tuple[list[str], list[int]]:
     """``(class names, category ids)`` in label order."""

@@ -37,7 +37,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from resvision.datasets.classification import Sample, image_folder_samples
-from resvision.datasets.image_io import BadImageError, _one_line, _to_rgb_array, read_image
+from resvision.datasets.image_io import BadImageError, read_image
+from resvision.datasets.image_io import one_line as _one_line
+from resvision.datasets.image_io import to_rgb_array as _to_rgb_array
 from resvision.errors import DataError
 
 __all__ = [

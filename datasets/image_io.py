@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from resvision.errors import DataError
 
-__all__ = ["BadImageError", "as_rgb", "decoded", "image_label", "read_image"]
+__all__ = ["BadImageError", "as_rgb", "decoded", "image_label", "one_line", "read_image", "to_rgb_array"]
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -60,7 +60,7 @@ def decoded(path: str | Path, what: str = "image", error: type[DataError] = BadI
     except Image.UnidentifiedImageError:
         raise error(f"{path}: not an image file (unknown or corrupt format), cannot read the {what}") from None
     except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, SyntaxError, ValueError, struct.error...
-        raise error(f"{path}: cannot decode the {what} ({_one_line(exc)})") from exc
+        raise error(f"{path}: cannot decode the {what} ({one_line(exc)})") from exc
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -81,7 +81,7 @@ def read_image(path: str | Path) -> np.ndarray:
             The message is one line: ``<path>: <reason>``.
     """
     with decoded(path) as image:
-        return _to_rgb_array(ImageOps.exif_transpose(image))
+        return to_rgb_array(ImageOps.exif_transpose(image))
 
 
 def as_rgb(image: object) -> np.ndarray:
@@ -98,7 +98,7 @@ def as_rgb(image: object) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return _to_rgb_array(ImageOps.exif_transpose(image))
+        return to_rgb_array(ImageOps.exif_transpose(image))
     if _is_tensor(image):
         return _tensor_to_rgb(image)
     if isinstance(image, np.ndarray):
@@ -164,7 +164,7 @@ def _tensor_to_rgb(tensor) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array)
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert a decoded Pillow image of any mode to a ``(H, W, 3)`` uint8 RGB array."""
     if image.mode in _SIXTEEN_BIT_GREY_MODES:
         grey = np.asarray(image).astype(np.int64)
@@ -188,7 +188,7 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(blended.astype(np.uint8))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """Exception text squeezed onto one line (some decoders put newlines in their messages)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

@@ -42,13 +42,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from resvision.datasets.classification import IMAGE_EXTENSIONS
-from resvision.datasets.coco import _index as _coco_index
-from resvision.datasets.coco import _read_json as _read_coco_json
-from resvision.datasets.coco import _select_categories
+from resvision.datasets.coco import index_coco as _coco_index
+from resvision.datasets.coco import read_coco_json as _read_coco_json
+from resvision.datasets.coco import select_categories as _select_categories
 from resvision.datasets.image_io import decoded, read_image
 from resvision.datasets.transforms import SeededAugmentation
 from resvision.datasets.voc import VOC_CLASSES
-from resvision.datasets.voc import _read_split as _read_voc_split
+from resvision.datasets.voc import read_split as _read_voc_split
 from resvision.errors import ConfigError, DataError
 
 __all__ = [

@@ -41,7 +41,7 @@ from resvision.datasets.detection import (
 )
 from resvision.errors import DataError
 
-__all__ = ["VOC_CLASSES", "difficult_as_crowd", "load_voc"]
+__all__ = ["VOC_CLASSES", "difficult_as_crowd", "load_voc", "read_split"]
 
 # The 20 Pascal VOC classes in the official devkit order (VOCcode/VOCinit.m); labels are 1..20 in this order.
 VOC_CLASSES: tuple[str, ...] = (
@@ -82,7 +82,7 @@ def load_voc(
     root = Path(root)
     classes = list(VOC_CLASSES if classes is None else classes)
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    ids = _read_split(split_file)
+    ids = read_split(split_file)
     label_of = {name: k for k, name in enumerate(classes, start=1)}
     stats = new_stats()
     samples: list[DetectionSample] = []
@@ -104,7 +104,7 @@ def load_voc(
     return DetectionData(samples, classes, list(range(1, len(classes) + 1)), to_coco_gt(samples, classes), stats)
 
 
-def _read_split(split_file: Path) -> list[str]:
+def read_split(split_file: Path) -> list[str]:
     """Image ids listed in a split file (first token per line; blank lines skipped)."""
     try:
         lines = split_file.read_text(encoding="utf-8").splitlines()
