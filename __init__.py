@@ -24,13 +24,14 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(["Backbone", "FeatureSpec", "build_backbone", "list_backbones", "register_backbone"], ".backbone"),
-    **dict.fromkeys(["Config", "FinetuneConfig", "OptimConfig", "load_config", "save_config"], ".config"),
-    "export": ".deploy",
+    **dict.fromkeys(["Config", "FinetuneConfig", "OptimConfig", "save_config"], ".config"),
+    "export": ".predictor",  # deploy/ imports no task: the checkpoint's task is resolved there, then handed over
     **dict.fromkeys(["Callback", "Trainer", "apply_finetune_policy", "build_optimizer"], ".engine"),
     "UserError": ".errors",
     **dict.fromkeys(["Predictor", "load"], ".predictor"),
     **dict.fromkeys(["RunResult", "evaluate", "train"], ".runs"),
-    **dict.fromkeys(["DataInfo", "Task", "build_task", "create_model", "list_tasks", "register_task"], ".tasks"),
+    **dict.fromkeys(["DataInfo", "Task", "build_task", "create_model", "list_tasks", "load_config", "register_task"],
+                    ".tasks"),
     **dict.fromkeys(["list_heads", "register_head"], ".tasks.heads"),
 }
 _SUBPACKAGES = ("backbone", "config", "datasets", "deploy", "engine", "errors", "predictor", "reports", "runs", "tasks")

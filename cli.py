@@ -145,7 +145,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _load_cfg(args):
-    from .config import load_config
+    from .tasks import load_config
 
     source = args.config or args.task
     if source is None:
@@ -283,7 +283,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .deploy import DEFAULT_OPSET, export
+    from .deploy import DEFAULT_OPSET
+    from .predictor import export
 
     if Path(args.checkpoint).suffix == ".onnx":
         raise UserError(f"{args.checkpoint} is already ONNX: export takes a .pt checkpoint")

@@ -23,7 +23,7 @@ import operator
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -178,22 +178,15 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-def load_config(path_or_task: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a config from a YAML file, a packaged name or a task name, then apply overrides.
+def read_config(path_or_task: str | Path, overrides: Sequence[str], task_class: Callable[[str], Any]) -> Config:
+    """A YAML file, a packaged name or a task name, read and merged over its base, overrides applied, checked.
 
-    Args:
-        path_or_task: a YAML path; a packaged config such as ``"classification/classifier_resnet20_digits"``;
-            or a task name (``"classification"``) for that task's default config on built-in data.
-        overrides: ``"dotted.key=value"`` strings; values are parsed as YAML scalars/lists.
-
-    Returns:
-        The checked :class:`Config`.
-
-    Raises:
-        ConfigError: missing file, a second ``base:`` level, an unknown key or a wrong type.
+    This module imports no task: ``task_class`` (name -> the task's class: its ``ModelConfig``, ``DataConfig`` and
+    ``default_config``) is handed over by the caller. ``resvision.load_config`` (``tasks.load_config``) is this with
+    the task table's ``get_task_class``.
     """
-    raw = _read_with_base(_resolve_path(path_or_task))
-    return config_from_dict(_named_after_backbone(raw, apply_overrides(raw, overrides), overrides))
+    raw = _read_with_base(_resolve_path(path_or_task, task_class))
+    return check_config(_named_after_backbone(raw, apply_overrides(raw, overrides), overrides), task_class)
 
 
 def _named_after_backbone(raw: dict[str, Any], merged: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -218,22 +211,21 @@ def _backbone_name(raw: dict[str, Any]) -> Any:
     return backbone.get("name") if isinstance(backbone, dict) else None
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Check a plain nested dict (already merged) against the schema of its task."""
-    from .tasks import get_task_class  # late import: tasks import this module
-
+def check_config(raw: dict[str, Any], task_class: Callable[[str], Any]) -> Config:
+    """Check a plain nested dict (already merged) against the schema of its task, ``task_class(raw["task"])``
+    (handed over by the caller: ``tasks.config_from_dict`` passes the task table's ``get_task_class``)."""
     raw = dict(raw)
     task = raw.get("task")
     if not isinstance(task, str):
         raise ConfigError("config has no 'task' key (e.g. task: classification)")
-    task_cls = get_task_class(task)
+    task_cls = task_class(task)
     raw.setdefault("model", {})
     raw.setdefault("data", {})
     return _convert(Config, raw, "", {"model": task_cls.ModelConfig, "data": task_cls.DataConfig})
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML; :func:`load_config` reads it back to an equal config."""
+    """Write the resolved config as YAML; ``load_config`` (``resvision.tasks``) reads it back to an equal config."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -242,7 +234,7 @@ def packaged_configs() -> list[str]:
     return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("*/*.yaml"))
 
 
-def _resolve_path(path_or_task: str | Path) -> Path:
+def _resolve_path(path_or_task: str | Path, task_class: Callable[[str], Any]) -> Path:
     path = Path(path_or_task)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -250,9 +242,7 @@ def _resolve_path(path_or_task: str | Path) -> Path:
         return path
     name = str(path_or_task)
     if "/" not in name:
-        from .tasks import get_task_class
-
-        name = get_task_class(name).default_config
+        name = task_class(name).default_config
         if Path(name).suffix in (".yaml", ".yml") and Path(name).is_file():  # a plugin's own file
             return Path(name)
     packaged = CONFIG_DIR / f"{name}.yaml"

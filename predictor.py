@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from .errors import UserError
 
-__all__ = ["Predictor", "expand_inputs", "load", "onnx_module", "read_source", "resolve_engine"]
+__all__ = ["Predictor", "expand_inputs", "export", "load", "load_for_export", "onnx_module", "read_source",
+           "resolve_engine"]
 
 
 def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
@@ -30,6 +31,7 @@ def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | P
     is refused (the latter unless ``allow_unverified``): its outputs are not what the task's code reads.
     """
     from .engine.checkpoint import checkpoint_config, load_checkpoint
+    from .tasks import get_task_class
 
     if Path(path).suffix == ".onnx":
         from .deploy.runtime import read_onnx_info
@@ -45,7 +47,7 @@ def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | P
                             "differ from the torch model's; --allow-unverified runs it anyway")
     else:
         state = load_checkpoint(path)
-    return state, checkpoint_config(state, path, list(overrides), config)
+    return state, checkpoint_config(state, path, list(overrides), config, task_class=get_task_class)
 
 
 def resolve_engine(path: str | Path, engine: str | None) -> str:
@@ -181,9 +183,45 @@ def onnx_module(task, path: str | Path, export_dir: str | Path | None = None, ov
                 config: str | Path | None = None):
     """The module that runs ``path`` in ONNX Runtime the way the task calls its torch model: the ``.onnx`` file
     itself, or a ``.pt`` exported first (with its parity check) into ``export_dir`` (default: a temporary folder)."""
-    from .deploy import OnnxRunner, export
+    from .deploy import OnnxRunner
 
     if Path(path).suffix != ".onnx":
         folder = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="resvision-export-"))
         path = export(path, folder / "model.onnx", overrides=list(overrides), config=config)["path"]
     return task.onnx_model(OnnxRunner(path))
+
+
+def load_for_export(checkpoint: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None):
+    """``(state, cfg, task, data, model)``: a checkpoint's eval-mode model rebuilt from its own config, what
+    ``deploy.export.export_model`` is handed (``deploy/`` imports no task: the task is resolved here)."""
+    from .engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
+    from .tasks import build_task, get_task_class
+
+    state = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(state, checkpoint, list(overrides), config, task_class=get_task_class)
+    task = build_task(cfg)
+    data = task.data_from_meta(state.get("meta", {}))
+    model = task.build_model(data)
+    load_model_state(model, state.get("ema") or state["model"], checkpoint)
+    return state, cfg, task, data, model.eval()
+
+
+def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: int | None = None,
+           dynamic_batch: bool = True, image_size: Sequence[int] | None = None, postprocess: str = "none",
+           parity_images: int = 16, quantize: str | None = None, calibration_images: int = 64,
+           overrides: Sequence[str] = (), config: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """``rv.export``: export ``checkpoint`` to ONNX (``output``, default ``<run>/export/<checkpoint>.onnx``), check
+    parity on ``parity_images`` validation images, and with ``quantize="int8"`` also write ``<file>.int8.onnx``.
+
+    The checkpoint's model is rebuilt from its own config (or ``config``, with ``overrides``) by
+    :func:`load_for_export`, then handed to ``deploy.export.export_model`` (``opset`` default
+    ``deploy.DEFAULT_OPSET``). Returns the stored metadata (``path``, ``parity``, and ``int8`` when quantized).
+    Raises UserError when a parity limit is missed (the files stay for inspection).
+    """
+    from .deploy.export import DEFAULT_OPSET, export_model
+
+    state, _, task, _, model = load_for_export(checkpoint, overrides, config)
+    return export_model(task, model, state, checkpoint, output, opset=DEFAULT_OPSET if opset is None else opset,
+                        dynamic_batch=dynamic_batch, image_size=image_size, postprocess=postprocess,
+                        parity_images=parity_images, quantize=quantize, calibration_images=calibration_images,
+                        quiet=quiet)

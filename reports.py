@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+def save_figure(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (folders made), close it; ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout(rect=rect)  # rect: the part of the figure the axes may use (room for a figure legend)
     fig.savefig(path, dpi=110)
@@ -44,12 +45,12 @@ def plot_training_curves(metrics_jsonl: str | Path, out_dir: str | Path) -> list
         ax.set(xlabel="optimizer step", ylabel="loss", title="Training loss")
         ax.set_yscale("log")
         ax.legend()
-        written.append(_save(fig, out_dir / "loss.png"))
+        written.append(save_figure(fig, out_dir / "loss.png"))
         fig, ax = plt.subplots(figsize=(6, 3))
         source = steps or epochs
         ax.plot([r["step"] for r in source], [r["lr"] for r in source])
         ax.set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate (largest group)")
-        written.append(_save(fig, out_dir / "lr.png"))
+        written.append(save_figure(fig, out_dir / "lr.png"))
     keys = sorted({k for r in vals for k, v in r.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")})
     if vals and keys:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -57,7 +58,7 @@ def plot_training_curves(metrics_jsonl: str | Path, out_dir: str | Path) -> list
             ax.plot([r["epoch"] + 1 for r in vals], [r.get(key, np.nan) for r in vals], "o-", label=key)
         ax.set(xlabel="epoch", ylabel="value", title="Validation metrics")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / "metrics.png"))
+        written.append(save_figure(fig, out_dir / "metrics.png"))
     return written
 
 
@@ -81,7 +82,7 @@ def plot_gradient_flow(rows: Sequence[dict], path: str | Path, title: str = "Gra
     axes[1].set_title("Update-to-weight ratio per stage")
     axes[1].legend(fontsize=8, loc="best")
     fig.suptitle(title)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
@@ -103,7 +104,7 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
                 if matrix[i, j]:
                     ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, title: str, cols: int = 6,
@@ -122,5 +123,5 @@ def save_image_grid(images: Sequence[np.ndarray], captions: Sequence[str], path:
 
         handles = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="black", label=name) for name, rgb in legend.items()]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
-        return _save(fig, Path(path), rect=(0, 0.3 / fig.get_figheight(), 1, 1))
-    return _save(fig, Path(path))
+        return save_figure(fig, Path(path), rect=(0, 0.3 / fig.get_figheight(), 1, 1))
+    return save_figure(fig, Path(path))

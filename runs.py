@@ -55,9 +55,9 @@ def train(config: Any, overrides: Sequence[str] = (), *, output: str | Path | No
         resume: a ``last.pt`` to continue, or ``"auto"`` (the run folder's own).
         callbacks: extra :class:`~resvision.engine.Callback` objects.
     """
-    from .config import Config, apply_overrides, config_from_dict, load_config
+    from .config import Config, apply_overrides
     from .engine import Trainer
-    from .tasks import build_task
+    from .tasks import build_task, config_from_dict, load_config
 
     if isinstance(config, Config):
         cfg = config_from_dict(apply_overrides(config.to_dict(), list(overrides)))

@@ -136,7 +136,7 @@ def build_backbone(
         kw["output_stride"] = output_stride
     report = None
     if name.startswith(TIMM_PREFIX):
-        from resvision.backbone.timm_backbone import is_timm_weights_spec
+        from resvision.backbone.weights import is_timm_weights_spec
 
         timm_weights = pretrained if is_timm_weights_spec(pretrained) else None
         backbone = builder(model_name=name[len(TIMM_PREFIX):], out_features=out_features, norm=norm,

@@ -29,15 +29,12 @@ from torch import Tensor, nn
 
 from resvision.backbone.base import Backbone, FeatureSpec, select_specs
 from resvision.backbone.registry import TIMM_KEY, register_backbone
-from resvision.backbone.weights import LoadReport, is_offline, read_state_dict, timm_weights_file
+from resvision.backbone.weights import (LoadReport, is_offline, is_timm_weights_spec, read_state_dict,
+                                       timm_weights_file)
 from resvision.errors import ConfigError, WeightsError
 
+# is_timm_weights_spec lives in weights.py (the registry reads it without importing timm code); kept here by name
 __all__ = ["TimmBackbone", "timm_backbone", "is_timm_weights_spec", "timm_feature_specs"]
-
-
-def is_timm_weights_spec(spec: str | None) -> bool:
-    """True for ``"timm"`` and ``"timm:<tag>"`` (timm's own pretrained weights)."""
-    return isinstance(spec, str) and (spec == "timm" or spec.startswith("timm:"))
 
 
 def _feature_name(reduction: int) -> str:

@@ -21,7 +21,8 @@ from resvision.backbone.base import Backbone
 from resvision.errors import UserError, WeightsError
 
 __all__ = ["LoadReport", "load_pretrained", "read_state_dict", "unwrap_state_dict", "is_offline",
-           "torchvision_weights_url", "torchvision_cache_path", "fetch_url", "timm_weights_file", "sha256_file"]
+           "torchvision_weights_url", "torchvision_cache_path", "fetch_url", "is_timm_weights_spec",
+           "timm_weights_file", "sha256_file"]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -227,6 +228,11 @@ def _load_torchvision(backbone: Backbone, arch: str, weights: str) -> LoadReport
 
 
 # ----------------------------------------------------------------------------- timm
+def is_timm_weights_spec(spec: str | None) -> bool:
+    """True for ``"timm"`` and ``"timm:<tag>"`` (timm's own pretrained weights)."""
+    return isinstance(spec, str) and (spec == "timm" or spec.startswith("timm:"))
+
+
 def timm_weights_file(model_name: str) -> Path:
     """Local file holding timm's pretrained weights for ``model_name`` (``arch.tag``), fetched if allowed.
 
@@ -297,7 +303,7 @@ def load_pretrained(backbone: Backbone, spec: str, arch: str | None = None, sha2
     """
     if spec.startswith("torchvision:") or (arch and _is_bare_torchvision_name(spec, arch)):
         return _load_torchvision(backbone, _need_arch(arch, spec), spec.split(":", 1)[-1])
-    if spec == "timm" or spec.startswith("timm:"):
+    if is_timm_weights_spec(spec):
         arch = _need_arch(arch, spec)
         if arch.startswith("timm:"):
             raise WeightsError(f"timm weights for {arch} are chosen when building it: "

@@ -32,6 +32,7 @@ from resvision.backbone.registry import build_backbone
 from resvision.backbone.resnet import CIFAR_ARCHS, PLAIN_ARCHS, TORCHVISION_ARCHS
 from resvision.benchmarks.measure import alternate
 from resvision.errors import ConfigError, UserError
+from resvision.modes import eval_mode
 
 __all__ = ["zoo_names", "zoo_row", "measure_classifier", "zoo_table", "measure_throughput", "format_zoo_table",
            "plot_zoo", "zoo_main"]
@@ -103,11 +104,9 @@ def measure_classifier(backbone: Backbone, size: int, num_classes: int) -> tuple
         fc = nn.Linear(backbone.out_channels, num_classes)
         image = torch.zeros(1, 3, size, size)
     counter = FlopCounterMode(display=False)
-    was_training = backbone.training
-    with counter, torch.no_grad():
-        feature = backbone.eval()(image)[backbone.feature_specs[-1].name]
+    with counter, torch.no_grad(), eval_mode(backbone):
+        feature = backbone(image)[backbone.feature_specs[-1].name]
         fc(feature.mean((2, 3)))
-    backbone.train(was_training)
     return count_parameters(backbone) + count_parameters(fc), counter.get_total_flops() // 2
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "build_classification_datasets",
     "csv_samples",
     "image_folder_samples",
+    "images_under",
     "split_samples",
 ]
 
@@ -208,14 +209,14 @@ def image_folder_samples(root: str | Path, classes: Sequence[str] | None = None)
             log.warning("%s: ignoring %d folder(s) that are not classes: %s", root, len(ignored), ", ".join(ignored))
     samples: list[Sample] = []
     for index, name in enumerate(classes):
-        images = _images_under(root / name)
+        images = images_under(root / name)
         if not images:
             raise DataError(f"class folder has no images ({', '.join(IMAGE_EXTENSIONS)}): {root / name}")
         samples.extend((path, index) for path in images)
     return samples, list(classes)
 
 
-def _images_under(folder: Path) -> list[str]:
+def images_under(folder: Path) -> list[str]:
     """Image files below ``folder`` (recursive, following links as ImageFolder does), sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):

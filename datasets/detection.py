@@ -266,16 +266,3 @@ def detection_collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> t
     images = [image for image, _ in batch]
     targets = [target for _, target in batch]
     return images, targets
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the format loaders lazily (they import this module, so a top-level import would cycle)."""
-    if name == "load_coco":
-        from resvision.datasets.coco import load_coco
-
-        return load_coco
-    if name == "load_voc":
-        from resvision.datasets.voc import load_voc
-
-        return load_voc
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

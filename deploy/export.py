@@ -1,8 +1,9 @@
 """Export a checkpoint of any task to ONNX, check the file, and measure it against the torch model.
 
-``export()`` is what ``tools/export.py`` and ``rv.export`` run:
+``export_model()`` is what ``tools/export.py`` and ``rv.export`` run once the caller (``predictor.export``) has
+resolved the task and rebuilt the checkpoint's model from its own config (this package imports no task):
 
-1. the checkpoint's model, rebuilt from its own config (``engine.checkpoint.checkpoint_config``);
+1. the task, the checkpoint's eval-mode model and its state, handed over;
 2. ``task.export_module(model, postprocess)`` traced on real validation images with torch's TorchScript-based
    ONNX exporter, then ``onnx.checker``. Not the newer ``dynamo=True`` exporter, although torch deprecates this
    one: it cannot export the detector (torch.export stops at data-dependent branches, ours in the resize and
@@ -22,7 +23,6 @@ the ONNX metadata: no pickle anywhere on this path.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -34,26 +34,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..errors import UserError
-from .runtime import METADATA_KEY, OnnxRunner, import_onnx
+from .runtime import OnnxRunner, import_onnx, write_metadata
 
-__all__ = ["DEFAULT_OPSET", "export", "export_to_onnx", "load_for_export", "parity_report", "validation_batches"]
+__all__ = ["DEFAULT_OPSET", "export_model", "export_to_onnx", "parity_report", "validation_batches"]
 
 
 DEFAULT_OPSET = 17  # torchvision's detection models are tested with the TorchScript exporter at 17
-
-
-def load_for_export(checkpoint: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None):
-    """``(state, cfg, task, data, model)``: a checkpoint's eval-mode model rebuilt from its own config."""
-    from ..engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
-    from ..tasks import build_task
-
-    state = load_checkpoint(checkpoint)
-    cfg = checkpoint_config(state, checkpoint, list(overrides), config)
-    task = build_task(cfg)
-    data = task.data_from_meta(state.get("meta", {}))
-    model = task.build_model(data)
-    load_model_state(model, state.get("ema") or state["model"], checkpoint)
-    return state, cfg, task, data, model.eval()
 
 
 def validation_batches(task, count: int, split: str = "val", meta: dict[str, Any] | None = None) -> list[Any]:
@@ -143,28 +129,14 @@ def _print_parity(path: Path, parity: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def write_metadata(path: Path, info: dict[str, Any]) -> None:
-    """Store ``info`` in the file's ONNX metadata (atomically) and in ``<file>.json`` beside it."""
-    onnx = import_onnx()
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    prop = model.metadata_props.add()
-    prop.key, prop.value = METADATA_KEY, json.dumps(info)
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
-    sidecar = path.with_name(path.name + ".json")
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, sidecar)
-
-
-def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: int = DEFAULT_OPSET,
-           dynamic_batch: bool = True, image_size: Sequence[int] | None = None, postprocess: str = "none",
-           parity_images: int = 16, quantize: str | None = None, calibration_images: int = 64,
-           overrides: Sequence[str] = (), config: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Export ``checkpoint`` to ONNX (``output``, default ``<run>/export/<checkpoint>.onnx``), check parity on
+def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint: str | Path,
+                 output: str | Path | None = None, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+                 image_size: Sequence[int] | None = None, postprocess: str = "none", parity_images: int = 16,
+                 quantize: str | None = None, calibration_images: int = 64, quiet: bool = False) -> dict[str, Any]:
+    """Export ``model`` (``task``'s eval-mode model, with ``state``: the checkpoint it was loaded from, whose meta
+    the file keeps) to ONNX (``output``, default ``<run>/export/<checkpoint>.onnx``), check parity on
     ``parity_images`` validation images, and with ``quantize="int8"`` also write ``<file>.int8.onnx``.
+    ``rv.export(checkpoint)`` (``predictor.export``) rebuilds the three from a checkpoint and calls this.
 
     Returns the stored metadata (``path``, ``parity``, and ``int8`` when quantized). Raises UserError when a
     parity limit is missed (the files stay for inspection).
@@ -175,7 +147,9 @@ def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: i
         raise UserError(f"--quantize must be int8, got {quantize!r}")
     if parity_images < 1:
         raise UserError(f"--parity-images must be at least 1, got {parity_images}")
-    state, cfg, task, data, model = load_for_export(checkpoint, overrides, config)
+    if quantize and calibration_images < 1:
+        raise UserError(f"--calibration-images must be at least 1, got {calibration_images}")
+    cfg = task.cfg
     if postprocess not in task.onnx_postprocess:
         raise UserError(f"--postprocess {postprocess} does not apply to task {task.name} "
                         f"(choices: {', '.join(task.onnx_postprocess)})")
@@ -218,7 +192,8 @@ def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: i
     if quantize == "int8":
         from .quantize import quantize_int8
 
-        info["int8"] = quantize_int8(path, task, cfg, state, model, examples, calibration_images, quiet=quiet)
+        calibration = validation_batches(task, calibration_images, split="train", meta=state.get("meta"))
+        info["int8"] = quantize_int8(path, task, cfg, state, model, examples, calibration, quiet=quiet)
     return info
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .runtime import OnnxRunner, import_onnx, import_onnxruntime, read_onnx_info
+from .runtime import OnnxRunner, import_onnx, import_onnxruntime, read_onnx_info, write_metadata
 
 __all__ = ["compare_speed", "evaluate_onnx", "quantize_int8", "static_int8"]
 
@@ -69,18 +69,17 @@ def static_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray],
 
 
 def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: torch.nn.Module,
-                  examples: list[tuple[torch.Tensor, ...]], calibration_images: int = 64, quiet: bool = False) -> dict[str, Any]:
-    """Quantize the exported ``path`` into ``<stem>.int8.onnx``; returns (and stores beside it) the accuracy
-    and speed of both files."""
-    from .export import validation_batches, write_metadata
-
-    if calibration_images < 1:
-        raise UserError(f"--calibration-images must be at least 1, got {calibration_images}")
+                  examples: list[tuple[torch.Tensor, ...]], calibration_batches: Sequence[Any],
+                  quiet: bool = False) -> dict[str, Any]:
+    """Quantize the exported ``path`` into ``<stem>.int8.onnx``, calibrated on ``calibration_batches`` (batches of
+    the task's training images, as ``export.validation_batches(..., split="train")`` reads them); returns (and
+    stores beside it) the accuracy and speed of both files."""
+    if not calibration_batches:
+        raise UserError("INT8 calibration needs at least one batch of training images")
     path = Path(path)
     out = path.with_name(path.stem + ".int8.onnx")
     calibration = [np.ascontiguousarray(args[0].float().numpy())
-                   for batch in validation_batches(task, calibration_images, split="train", meta=state.get("meta"))
-                   for args in task.export_examples(batch, model)]
+                   for batch in calibration_batches for args in task.export_examples(batch, model)]
     partial = path.with_name(f".{out.name}.partial")
     static_int8(path, partial, calibration, task.int8_scopes)
     partial.replace(out)
@@ -108,13 +107,13 @@ def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: tor
 
 
 def evaluate_onnx(path: str | Path, task, cfg, state: dict[str, Any], out_dir: Path) -> dict[str, float]:
-    """The validation metrics of an exported file through ``eval``'s own path (ONNX Runtime engine)."""
+    """The validation metrics of an exported file through ``eval``'s own path (ONNX Runtime engine): a new task of
+    ``task``'s class on ``cfg`` writing into ``out_dir``."""
     from ..engine import Trainer
-    from ..tasks import build_task
 
     cfg = copy.deepcopy(cfg)
     cfg.output = str(out_dir)
-    evaluating = build_task(cfg)
+    evaluating = type(task)(cfg)
     runtime = evaluating.onnx_model(OnnxRunner(path))
     return Trainer(evaluating).evaluate(path, state, runtime=runtime)
 

@@ -4,7 +4,8 @@ An exported file carries its resvision metadata (task, config, class names, prep
 JSON string in the ONNX ``metadata_props`` under ``resvision``; :func:`read_onnx_info` turns a file back
 into the checkpoint-like dict ``eval`` / ``predict`` rebuild the task from, without any pickle.
 :class:`OnnxRunner` owns one ``InferenceSession``; a task's ``onnx_model(runner)`` wraps it in a module
-(:class:`OnnxModel` for tensor-in / tensor-out tasks), so ``evaluation_step`` and ``predict`` run unchanged.
+(:class:`OnnxModel` for tensor-in / tensor-out tasks; tasks with other call shapes keep their own wrapper, e.g.
+``tasks/detection/onnx.py``), so ``evaluation_step`` and ``predict`` run unchanged. This package imports no task.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["METADATA_KEY", "OnnxDetector", "OnnxModel", "OnnxRunner", "OnnxSegmenter", "import_onnx", "import_onnxruntime", "read_onnx_info"]
+__all__ = ["METADATA_KEY", "OnnxModel", "OnnxRunner", "import_onnx", "import_onnxruntime", "read_onnx_info",
+           "write_metadata"]
 
 METADATA_KEY = "resvision"
 
@@ -63,6 +65,23 @@ def read_onnx_info(path: str | Path) -> dict[str, Any]:
     if not isinstance(info, dict) or not {"task", "config", "meta"} <= info.keys():
         raise UserError(f"{path}: its '{METADATA_KEY}' metadata lacks task / config / meta")
     return info
+
+
+def write_metadata(path: Path, info: dict[str, Any]) -> None:
+    """Store ``info`` in the file's ONNX metadata (atomically) and in ``<file>.json`` beside it: what
+    :func:`read_onnx_info` reads back."""
+    onnx = import_onnx()
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    prop = model.metadata_props.add()
+    prop.key, prop.value = METADATA_KEY, json.dumps(info)
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    sidecar = path.with_name(path.name + ".json")
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, sidecar)
 
 
 def _first_line(err: BaseException) -> str:
@@ -141,37 +160,3 @@ class OnnxModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.runner.run(images)[self.output])
-
-
-class OnnxDetector(nn.Module):
-    """An exported detector called like torchvision's: ``model([image, ...]) -> [{"boxes", "labels",
-    "scores"}, ...]``. The graph takes one ``(3, H, W)`` image (torchvision's ONNX path), so images run one
-    at a time."""
-
-    def __init__(self, runner: OnnxRunner) -> None:
-        super().__init__()
-        self.runner = runner
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
-
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        outputs = []
-        for image in images:
-            out = self.runner.run(image)
-            outputs.append({"boxes": torch.from_numpy(out["boxes"]), "labels": torch.from_numpy(out["labels"]),
-                            "scores": torch.from_numpy(out["scores"])})
-        return outputs
-
-
-class OnnxSegmenter(OnnxModel):
-    """An exported segmentation graph (inputs a multiple of ``pad_to``) called like the torch model: pads the
-    image bottom / right with zeros to that multiple and crops the logits back, as the model's own forward."""
-
-    def __init__(self, runner: OnnxRunner, pad_to: int) -> None:
-        super().__init__(runner)
-        self.pad_to = pad_to
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
-        padded = nn.functional.pad(images, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else images
-        return super().forward(padded)[..., :h, :w]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -196,18 +195,3 @@ class DivergenceWatch(Callback):
             log.warning("loss %.4g in epoch %d is %.1fx its level over the first %d steps (%.4g): training is "
                         "probably diverging; try a lower optim.lr (now %g), sched.warmup_epochs or train.clip_grad",
                         loss, trainer.epoch + 1, loss / level, self.early_steps, level, trainer.cfg.optim.lr)
-
-
-def default_callbacks(cfg) -> list[Callback]:
-    callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every),
-                                 DivergenceWatch()]
-    if cfg.train.progress and not sys.stderr.isatty():
-        callbacks.append(PlainProgress())
-    if cfg.train.early_stop_patience:
-        callbacks.append(EarlyStopping(cfg.train.early_stop_patience))
-    if cfg.train.monitor_gradients:
-        from .gradient_flow import GradientFlowMonitor
-
-        callbacks.append(GradientFlowMonitor(cfg.train.gradient_monitor_every))
-    callbacks.append(CurvePlotter())
-    return callbacks

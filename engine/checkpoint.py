@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -69,20 +69,21 @@ def check_compatible(state: dict[str, Any], path: str | Path, task: str, backbon
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path, overrides: Sequence[str] = (),
-                      config_file: str | Path | None = None):
-    """The config to rebuild a checkpoint's model: its own (or ``config_file``), with ``overrides``.
+                      config_file: str | Path | None = None, *, task_class: Callable[[str], Any]):
+    """The config to rebuild a checkpoint's model: its own (or ``config_file``), with ``overrides``, checked against
+    the schema of its task, ``task_class(name)`` (the caller's task table: ``resvision.tasks.get_task_class``).
 
     Every ``pretrained`` initialisation key of the model section is cleared: the checkpoint holds
     every weight, so evaluating or predicting never looks for the original pretrained files (a run
     started from ``torchvision:`` weights evaluates offline). The checkpoint must belong to the
     config's task and backbone.
     """
-    from ..config import apply_overrides, config_from_dict, load_config
+    from ..config import apply_overrides, check_config, read_config
 
     if config_file is not None:
-        cfg = load_config(config_file, list(overrides))
+        cfg = read_config(config_file, list(overrides), task_class)
     elif isinstance(state.get("config"), dict):
-        cfg = config_from_dict(apply_overrides(state["config"], list(overrides)))
+        cfg = check_config(apply_overrides(state["config"], list(overrides)), task_class)
     else:
         raise CheckpointError(f"{path} holds no config: give --config FILE")
     clear_pretrained(cfg.model)

@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config import save_config
 from ..errors import CheckpointError, ConfigError, UserError
+from ..modes import eval_mode
 from . import distributed as dist_utils
-from .callbacks import Callback, default_callbacks
+from .callbacks import (Callback, Checkpointer, CurvePlotter, DivergenceWatch, EarlyStopping, MetricsLogger,
+                        PlainProgress, ScheduledUnfreeze)
 from .checkpoint import check_compatible, holds_results, load_checkpoint, load_model_state
 from .optim import apply_finetune_policy, build_optimizer, build_scheduler, epochs_for, total_updates, updates_per_epoch
 
@@ -82,6 +84,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def default_callbacks(cfg) -> list[Callback]:
+    """The callbacks every run has, as its config asks (the gradient-flow monitor with ``train.monitor_gradients``)."""
+    callbacks: list[Callback] = [ScheduledUnfreeze(), MetricsLogger(cfg.train.log_every), Checkpointer(cfg.train.checkpoint_every),
+                                 DivergenceWatch()]
+    if cfg.train.progress and not sys.stderr.isatty():
+        callbacks.append(PlainProgress())
+    if cfg.train.early_stop_patience:
+        callbacks.append(EarlyStopping(cfg.train.early_stop_patience))
+    if cfg.train.monitor_gradients:
+        from .gradient_flow import GradientFlowMonitor
+
+        callbacks.append(GradientFlowMonitor(cfg.train.gradient_monitor_every))
+    callbacks.append(CurvePlotter())
+    return callbacks
 
 
 class Trainer:
@@ -422,17 +440,15 @@ class Trainer:
         """
         model = self.eval_model
         dist_utils.broadcast_buffers(model)
-        was_training = model.training
-        model.eval()
         self.evaluator.reset()
-        for batch in self._progress(self.val_loader, "validate"):
-            batch = to_device(batch, self.device, self.cfg.train.channels_last)
-            with self._autocast():
-                predictions, targets = self.task.evaluation_step(model, batch)
-            self.evaluator.update(predictions, targets)
+        with eval_mode(model):
+            for batch in self._progress(self.val_loader, "validate"):
+                batch = to_device(batch, self.device, self.cfg.train.channels_last)
+                with self._autocast():
+                    predictions, targets = self.task.evaluation_step(model, batch)
+                self.evaluator.update(predictions, targets)
         self.evaluator.gather()
         metrics = self.evaluator.compute() if dist_utils.is_main_process() else None
-        model.train(was_training)
         return dist_utils.broadcast_object(metrics)
 
     def _track_best(self) -> None:

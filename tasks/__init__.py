@@ -1,4 +1,5 @@
-"""Task registry: each task owns its model, loss, data, postprocessing, evaluator and report."""
+"""Task registry: each task owns its model, loss, data, postprocessing, evaluator and report. The config loader
+that checks a config against its task's schema (`load_config`, `config_from_dict`) looks the task up here."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from ..config import Config
     from .base import DataInfo, Evaluator, Task, TaskOption
 
 # Task name -> module that defines it (as ``TASK``). A fixed table, not a string from the config:
@@ -87,6 +91,35 @@ def build_task(cfg) -> Task:
     return get_task_class(cfg.task)(cfg)
 
 
+def load_config(path_or_task: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a config from a YAML file, a packaged name or a task name, then apply overrides.
+
+    ``config.py`` reads and checks the file and imports no task; the task whose ``model`` / ``data`` sections
+    (and default config) it checks against comes from this table (:func:`get_task_class`).
+
+    Args:
+        path_or_task: a YAML path; a packaged config such as ``"classification/classifier_resnet20_digits"``;
+            or a task name (``"classification"``) for that task's default config on built-in data.
+        overrides: ``"dotted.key=value"`` strings; values are parsed as YAML scalars/lists.
+
+    Returns:
+        The checked :class:`~resvision.config.Config`.
+
+    Raises:
+        ConfigError: missing file, a second ``base:`` level, an unknown task or key, or a wrong type.
+    """
+    from ..config import read_config
+
+    return read_config(path_or_task, overrides, get_task_class)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Check a plain nested dict (already merged) against the schema of its task (``raw["task"]``)."""
+    from ..config import check_config
+
+    return check_config(raw, get_task_class)
+
+
 def create_model(task: str, backbone: str | dict[str, Any] = "resnet50", num_classes: int | None = None,
                  pretrained_backbone: str | None = None, **model_options: Any) -> nn.Module:
     """A task's model: a registry backbone plus the task's head(s), the module the CLI builds for the same config
@@ -107,8 +140,6 @@ def create_model(task: str, backbone: str | dict[str, Any] = "resnet50", num_cla
     Raises:
         ConfigError: an unknown option or a value of the wrong type, named as the config loader names it.
     """
-    from ..config import config_from_dict
-
     section = dict(backbone) if isinstance(backbone, dict) else {"name": backbone}
     if pretrained_backbone is not None:
         section["pretrained"] = pretrained_backbone
@@ -122,8 +153,8 @@ def create_model(task: str, backbone: str | dict[str, Any] = "resnet50", num_cla
     return built.build_model(built.data_from_meta({"classes": [f"class_{i}" for i in range(cfg.model.num_classes)]}))
 
 
-__all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "create_model", "get_task_class", "list_tasks",
-           "register_task", "unregister_task"]
+__all__ = ["DataInfo", "Evaluator", "Task", "TaskOption", "build_task", "config_from_dict", "create_model",
+           "get_task_class", "list_tasks", "load_config", "register_task", "unregister_task"]
 
 
 def __getattr__(name: str) -> Any:

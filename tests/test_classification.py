@@ -115,7 +115,7 @@ def test_default_demo_reaches_98_percent(tmp_path):
     import json
 
     from resvision.cli import main
-    from resvision.deploy import export
+    from resvision import export
 
     info = export(cfg.run_dir / "checkpoints/last.pt", tmp_path / "cls.onnx", quantize="int8")
     assert main(["eval", "--checkpoint", info["path"], "--engine", "onnxruntime", "--output", str(tmp_path / "ort")]) == 0

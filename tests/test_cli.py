@@ -156,7 +156,7 @@ def test_results_script_reruns_seeds_and_prints_the_readme_row(tiny_folder, tmp_
 def test_config_command_prints_every_key_with_its_help_and_loads_back(task, capsys):
     import yaml
 
-    from resvision.config import load_config
+    from resvision.tasks import load_config
 
     assert main(["config", "--task", task, "train.epochs=3"]) == 0
     text = capsys.readouterr().out

@@ -7,7 +7,8 @@ import yaml
 
 from resvision.backbone import build_backbone_from_config
 from resvision.backbone.resnet import BasicBlock, Bottleneck
-from resvision.config import CONFIG_DIR, config_from_dict, load_config, packaged_configs, save_config
+from resvision.config import CONFIG_DIR, packaged_configs, save_config
+from resvision.tasks import config_from_dict, load_config
 from resvision.errors import ConfigError
 
 

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import one_line_error, tiny_overrides
+from resvision import export
 from resvision.cli import main
-from resvision.deploy import OnnxRunner, export, read_onnx_info
+from resvision.deploy import OnnxRunner, read_onnx_info
 from resvision.errors import UserError
 
 DET = ["train.max_iters=2", "train.progress=false", "train.batch_size=2", "model.box_batch_size_per_image=32",
@@ -67,7 +68,7 @@ def test_classification_export_parity_metadata_and_ort_eval(cls_run, tmp_path, c
     assert json.loads((tmp_path / "model.onnx.json").read_text())["parity"] == info["parity"]
 
     # the file alone, independently of our wrappers: ONNX Runtime's logits equal the torch model's
-    from resvision.deploy.export import load_for_export
+    from resvision.predictor import load_for_export
 
     *_, model = load_for_export(ckpt)
     x = torch.randn(5, 3, 16, 16)
@@ -186,7 +187,7 @@ def test_segmentation_export_parity_any_size_and_ort_eval(seg_run, tmp_path):
     assert info["parity"]["checks"]["argmax_agreement"]["value"] >= 0.999
     assert info["preprocessing"]["pad_to"] == 32
     # sizes the file never saw (not multiples of 32) through the wrapper that pads like the torch model
-    from resvision.deploy.export import load_for_export
+    from resvision.predictor import load_for_export
 
     _, _, task, _, model = load_for_export(ckpt)
     ort_model = task.onnx_model(OnnxRunner(tmp_path / "seg.onnx"))

@@ -132,7 +132,7 @@ def test_default_detection_run_reaches_its_target(tmp_path):
 
     # the demo checkpoint through ONNX Runtime: the same COCO numbers within the deploy tolerance, and what INT8
     # costs (reported on stdout and in the export's JSON, not asserted: it is a measurement for the user)
-    from resvision.deploy import export
+    from resvision import export
 
     info = export(tmp_path / "run/checkpoints/last.pt", tmp_path / "det.onnx", quantize="int8")
     assert info["parity"]["passed"]

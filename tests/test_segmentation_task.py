@@ -72,7 +72,7 @@ def test_auxiliary_head_is_torchvisions_fcn_head_on_the_stride_16_map():
     training loss adds the same terms on the auxiliary logits times ``model.aux_weight``."""
     from torchvision.models.segmentation.fcn import FCNHead
 
-    from resvision.config import load_config
+    from resvision.tasks import load_config
     from resvision.tasks.segmentation.task import SegmentationTask
 
     torch.manual_seed(0)
@@ -327,7 +327,7 @@ def test_backbone_from_a_detection_or_classification_checkpoint(tmp_path):
      "model.backbone.custom.widths=[8,8,16]", "model.backbone.out_features=[c1,c2,c3,c4]"],
 ])
 def test_other_decoders_and_backbones_train_a_step(overrides, tmp_path):
-    from resvision.config import load_config
+    from resvision.tasks import load_config
     from resvision.engine import Trainer
     from resvision.tasks import build_task
 

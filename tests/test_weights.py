@@ -14,7 +14,7 @@ from torch import nn
 
 from resvision.backbone import Backbone, build_backbone, build_backbone_from_config, load_pretrained, read_state_dict
 from resvision.backbone.weights import torchvision_cache_path
-from resvision.config import load_config
+from resvision.tasks import load_config
 from resvision.errors import ConfigError, WeightsError
 
 TV_RESNET18_V1_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"

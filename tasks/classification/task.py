@@ -18,6 +18,7 @@ from ...config import BackboneConfig, setting
 from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, build_classification_datasets, classification_transforms,
                          image_label, read_image)
 from ...errors import ConfigError, DataError
+from ...modes import eval_mode
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
@@ -232,10 +233,8 @@ class ClassificationTask(Task):
         d = self.cfg.data
         picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).astype(int)
         batch = torch.stack([source[int(i)][0] for i in picks]).to(device)
-        was_training = model.training
-        model.eval()
-        cams, predicted = grad_cam(model, batch)
-        model.train(was_training)
+        with eval_mode(model):
+            cams, predicted = grad_cam(model, batch)
         mean, std = torch.tensor(d.mean)[:, None, None], torch.tensor(d.std)[:, None, None]
         shown, captions = [], []
         for image, cam, pred, idx in zip(batch.cpu(), cams.cpu(), predicted.cpu(), picks):

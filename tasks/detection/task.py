@@ -17,7 +17,9 @@ from ...backbone import build_backbone_from_config
 from ...backbone.weights import fetch_url, load_strict, read_state_dict, torchvision_cache_path, torchvision_weights_url
 from ...config import BackboneConfig, setting
 from ...datasets import as_rgb, image_label, read_image
-from ...datasets.detection import DetectionData, DetectionDataset, detection_collate, load_coco, load_voc
+from ...datasets.coco import load_coco
+from ...datasets.detection import DetectionData, DetectionDataset, detection_collate
+from ...datasets.voc import load_voc
 from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
 from ...errors import ConfigError
@@ -205,7 +207,7 @@ class DetectionTask(Task):
         return [(image,) for image in batch[0]]
 
     def onnx_model(self, runner) -> nn.Module:
-        from ...deploy.runtime import OnnxDetector
+        from .onnx import OnnxDetector
 
         return OnnxDetector(runner)
 

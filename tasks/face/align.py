@@ -30,7 +30,7 @@ from PIL import Image
 from skimage.transform import SimilarityTransform
 from tqdm import tqdm
 
-from resvision.datasets.classification import _images_under
+from resvision.datasets.classification import images_under
 from resvision.datasets.image_io import BadImageError, decoded, read_image
 from resvision.errors import ConfigError, DataError, UserError
 
@@ -275,7 +275,7 @@ def _plan(src: Path, dst: Path, size: int) -> list[tuple[str, Path]]:
     plan: list[tuple[str, Path]] = []
     owner: dict[Path, str] = {}
     for person in people:
-        for path in _images_under(person):
+        for path in images_under(person):
             rel = Path(path).relative_to(src)
             out = dst / rel.with_suffix(".png")
             if out in owner:

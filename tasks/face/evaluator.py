@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ...reports import _save, save_image_grid  # noqa: E402
+from ...reports import save_figure, save_image_grid  # noqa: E402
 from ..base import Evaluator  # noqa: E402
 from .verification import VerificationResult, rank1_accuracy, verify  # noqa: E402
 
@@ -123,7 +123,7 @@ class FaceEvaluator(Evaluator):
                title=f"ROC, {r.metrics['num_pairs']:.0f} pairs: AUC {r.metrics['roc_auc']:.4f}, "
                      f"10-fold acc {r.metrics['verif_acc']:.4f}")
         ax.grid(alpha=0.3)
-        _save(fig, path)
+        save_figure(fig, path)
 
     @staticmethod
     def _plot_histogram(r: VerificationResult, path: Path) -> None:
@@ -135,7 +135,7 @@ class FaceEvaluator(Evaluator):
                    label=f"threshold {r.metrics['verif_threshold']:.3f}")
         ax.set(xlabel="cosine similarity", ylabel="pairs", title="Pair similarities")
         ax.legend()
-        _save(fig, path)
+        save_figure(fig, path)
 
     def _hardest_pairs(self, r: VerificationResult, path: Path, count: int = 8) -> None:
         """Same-person pairs with the lowest similarity and different-person pairs with the highest,

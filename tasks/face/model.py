@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...modes import eval_mode
 from .margin import MarginHead
 
 
@@ -48,12 +49,8 @@ class FaceModel(nn.Module):
 
     @torch.no_grad()
     def _feature_shape(self, size: int) -> tuple[int, int, int]:
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
+        with eval_mode(self.backbone):
             shape = self.backbone(torch.zeros(1, 3, size, size))[self.feature].shape[1:]
-        finally:
-            self.backbone.train(was_training)
         if shape[1] < 1 or shape[2] < 1:
             raise ConfigError(f"data.image_size={size} is too small for this backbone (its {self.feature} map is empty)")
         return tuple(shape)

@@ -23,7 +23,7 @@ import torch.distributed as dist  # noqa: E402
 
 from ...engine import distributed as dist_utils  # noqa: E402
 from ...errors import DataError  # noqa: E402
-from ...reports import _save  # noqa: E402
+from ...reports import save_figure  # noqa: E402
 from ..base import Evaluator  # noqa: E402
 
 PROTOCOL = {
@@ -192,4 +192,4 @@ def plot_per_class_iou(class_names: list[str], iou: np.ndarray, miou: float, pat
     ax.set(xlim=(0, 1), xlabel="IoU", title="Per-class IoU")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

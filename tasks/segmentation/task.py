@@ -23,6 +23,7 @@ from ...datasets.segmentation_transforms import segmentation_transforms
 from ...datasets.shapes import load_shapes_segmentation
 from ...datasets.voc import load_voc_segmentation
 from ...errors import ConfigError
+from ...modes import eval_mode
 from ...reports import save_image_grid
 from ..base import DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
@@ -288,7 +289,7 @@ class SegmentationTask(Task):
         return [(F.pad(images, (0, -(-w // pad_to) * pad_to - w, 0, -(-h // pad_to) * pad_to - h)),)]
 
     def onnx_model(self, runner) -> nn.Module:
-        from ...deploy.runtime import OnnxSegmenter
+        from .onnx import OnnxSegmenter
 
         return OnnxSegmenter(runner, runner.info["preprocessing"]["pad_to"])
 
@@ -317,18 +318,15 @@ class SegmentationTask(Task):
             return
         palette = data.palette()
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         images, captions = [], []
-        for index in range(min(6, len(data.val))):
-            tensor, mask, _ = data.val[index]
-            rgb, _ = data.val.load(index)
-            with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
+            for index in range(min(6, len(data.val))):
+                tensor, mask, _ = data.val[index]
+                rgb, _ = data.val.load(index)
                 predicted = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
-            name = data.val.samples[index].stem
-            images += [rgb, overlay(rgb, mask.numpy(), palette), overlay(rgb, predicted, palette)]
-            captions += [name, f"{name}: ground truth", f"{name}: prediction"]
-        model.train(was_training)
+                name = data.val.samples[index].stem
+                images += [rgb, overlay(rgb, mask.numpy(), palette), overlay(rgb, predicted, palette)]
+                captions += [name, f"{name}: ground truth", f"{name}: prediction"]
         save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
                         "Validation images, ground truth and prediction", cols=6,
                         legend={name: palette[i] for i, name in enumerate(data.classes) if i}

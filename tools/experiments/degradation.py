@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from resvision import Callback, Trainer, UserError, build_task, load_config
 from resvision.datasets.classification import ClassificationDataset
+from resvision.modes import eval_mode
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,12 +49,10 @@ class TrainingError(Callback):
         source = trainer.data.train.dataset  # the ClassificationDataset inside the task's index wrapper
         plain = ClassificationDataset(source.samples, source.classes, trainer.task.transforms(False))
         model = trainer.eval_model
-        was_training = model.training
-        model.eval()
         wrong = 0
-        for images, labels in DataLoader(plain, batch_size=256, num_workers=0):
-            wrong += int((model(images.to(trainer.device)).argmax(1).cpu() != labels).sum())
-        model.train(was_training)
+        with eval_mode(model):
+            for images, labels in DataLoader(plain, batch_size=256, num_workers=0):
+                wrong += int((model(images.to(trainer.device)).argmax(1).cpu() != labels).sum())
         self.errors.append(wrong / len(plain))
 
 

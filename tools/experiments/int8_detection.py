@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from resvision.deploy import OnnxRunner, export
-from resvision.deploy.export import load_for_export, validation_batches
+from resvision import export
+from resvision.deploy import OnnxRunner
+from resvision.deploy.export import validation_batches
 from resvision.deploy.quantize import compare_speed, evaluate_onnx, static_int8
+from resvision.predictor import load_for_export
 
 BACKBONE, RPN_HEAD, BOX_MLP = "/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_head/"
 CHOICES = {"all": (), "backbone+fpn": (BACKBONE,), "+rpn_head": (BACKBONE, RPN_HEAD), "+box_mlp": (BACKBONE, BOX_MLP),

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from resvision.deploy import OnnxRunner
-from resvision.deploy.export import DEFAULT_OPSET, export_to_onnx, load_for_export, parity_report, validation_batches
+from resvision.deploy.export import DEFAULT_OPSET, export_to_onnx, parity_report, validation_batches
+from resvision.predictor import load_for_export
 
 
 def export_dynamo(module, example, path: Path, task) -> list[str]:
