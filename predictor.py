@@ -98,8 +98,11 @@ class Predictor:
     - face ``embedding``, ``similarity(other)`` (record: ``pair`` for two images, ``identity`` with ``gallery=``).
     """
 
-    def __init__(self, task, model, data, source: Path, engine: str) -> None:
+    def __init__(self, task, model, data, source: Path, engine: str, device: Any = "cpu") -> None:
+        import torch
+
         self.task, self.model, self.data, self.source, self.engine = task, model, data, source, engine
+        self.device = torch.device(device)  # where the model is: the inputs go there
 
     @property
     def classes(self) -> list[str]:
@@ -112,7 +115,8 @@ class Predictor:
         if unknown:
             raise UserError(f"unknown option {unknown[0]!r} for task {self.task.name} "
                             f"(options: {', '.join(sorted(accepted)) or 'none'})")
-        return self.task.predict(self.model, expand_inputs(inputs), self.data, **self.task.options_of(options))
+        return self.task.predict(self.model, expand_inputs(inputs), self.data, self.device,
+                                 **self.task.options_of(options))
 
     __call__ = predict
 
@@ -176,7 +180,7 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     model = model.eval().to(device, memory_format=torch.channels_last)  # faster CPU convolutions (docs/benchmarks.md)
     if compile:
         model = torch.compile(model)
-    return Predictor(built, model, data, path, engine)
+    return Predictor(built, model, data, path, engine, device)
 
 
 def onnx_module(task, path: str | Path, export_dir: str | Path | None = None, overrides: Sequence[str] = (),

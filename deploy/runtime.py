@@ -149,14 +149,12 @@ def _shape(dims) -> tuple:
 
 class OnnxModel(nn.Module):
     """An exported file called like the torch model it came from: ``model(images) -> tensor`` (the output
-    named ``output``, default the first). Holds no weights; a zero-size parameter says "CPU" to code that
-    asks ``next(model.parameters()).device``."""
+    named ``output``, default the first). Holds no weights; it runs on the CPU (inputs are moved there)."""
 
     def __init__(self, runner: OnnxRunner, output: str | None = None) -> None:
         super().__init__()
         self.runner = runner
         self.output = output or runner.output_names[0]
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.runner.run(images)[self.output])

@@ -485,7 +485,7 @@ class Trainer:
             (out_dir / "skipped.txt").write_text("".join(f"{path}\n" for path in self.data.skipped))
             log.warning("%d images skipped (list in %s)", len(self.data.skipped), out_dir / "skipped.txt")
         try:
-            self.task.write_report(out_dir, model, self.evaluator, self.data)
+            self.task.write_report(out_dir, model, self.evaluator, self.data, self.device)
         except Exception as err:  # noqa: BLE001 - a plot must not lose a finished run
             log.warning("report files incomplete (%s: %s); report.json and checkpoints are written",
                         type(err).__name__, err)

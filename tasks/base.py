@@ -10,7 +10,7 @@ Data flows one way and is passed explicitly::
     data = task.build_datasets()            # DataInfo: datasets + class names + ground truth
     model = task.build_model(data)
     evaluator = task.build_evaluator(data)
-    task.write_report(run_dir, model, evaluator, data)
+    task.write_report(run_dir, model, evaluator, data, device)
     data = task.data_from_meta(checkpoint["meta"])   # prediction without the training data
 """
 
@@ -102,7 +102,8 @@ class Task:
 
     ``backbone_of(model)`` must return a registry :class:`~resvision.backbone.Backbone`, so the
     fine-tuning policy can freeze, unfreeze and group its stages the same way for every task.
-    Batches reach :meth:`training_step` / :meth:`evaluation_step` already on the model's device.
+    Batches reach :meth:`training_step` / :meth:`evaluation_step` already on the model's device; the methods that
+    make their own tensors (:meth:`predict`, :meth:`write_report`) are given the device.
     """
 
     name: ClassVar[str] = ""
@@ -153,15 +154,18 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ results
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: Evaluator, data: DataInfo) -> None:
-        """Report files after an evaluation (the evaluator's tables and plots; tasks add pictures)."""
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: Evaluator, data: DataInfo,
+                     device: torch.device) -> None:
+        """Report files after an evaluation (the evaluator's tables and plots; tasks add pictures made with ``model``,
+        which lives on ``device``)."""
         evaluator.write_report(run_dir)
 
-    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, **options: Any) -> list[dict[str, Any]]:
+    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, device: torch.device,
+                **options: Any) -> list[dict[str, Any]]:
         """One result per image (a file path, or any image ``datasets.as_rgb`` takes: PIL, numpy, tensor): a
         :class:`~resvision.tasks.result.Result` (a dict, JSON-able through ``to_dict()``, with the task's attributes
-        and picture) or a plain dict; ``"image"`` names it (``datasets.image_label``); ``options`` are the task's
-        :attr:`predict_options`."""
+        and picture) or a plain dict; ``"image"`` names it (``datasets.image_label``); ``device``: where ``model``
+        is (the inputs go there); ``options`` are the task's :attr:`predict_options`."""
         raise UserError(self.unsupported("predict"))
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:

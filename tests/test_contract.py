@@ -96,7 +96,7 @@ class ToyTask(MinimalToyTask):
     results_format = "JSON list of predicted brightnesses, in validation order"
 
     @torch.inference_mode()
-    def predict(self, model, paths, data, scale=1.0):
+    def predict(self, model, paths, data, device, scale=1.0):
         values = model(torch.stack([_tensor(p) for p in paths])) * scale
         return [{"image": p, "brightness": float(v)} for p, v in zip(paths, values)]
 
@@ -372,7 +372,7 @@ class BrightnessTask(Task):
         return Mae()
 
     @torch.inference_mode()
-    def predict(self, model, images, data):
+    def predict(self, model, images, data, device):
         values = model(torch.stack([tensor(p) for p in images]))
         return [{"image": image_label(p, i), "brightness": float(v)} for i, (p, v) in enumerate(zip(images, values))]
 '''

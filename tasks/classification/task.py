@@ -195,14 +195,15 @@ class ClassificationTask(Task):
                           "float32 / 255, then (x - mean) / std per channel", "HWC -> CHW, add the batch axis"]}
 
     # ------------------------------------------------------------------ reports
-    def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo) -> None:
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo,
+                     device: torch.device) -> None:
         evaluator.write_report(run_dir)
         if not evaluator.labels:
             return
         self._prediction_table(run_dir, evaluator, data.val.dataset)
         self._misclassified_grid(run_dir, evaluator, data.val.dataset)
         if hasattr(model, "backbone"):  # Grad-CAM needs the torch model's gradients (not an exported file's)
-            self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset)
+            self._grad_cam_grid(run_dir, model, evaluator, data.val.dataset, device)
 
     def _prediction_table(self, run_dir: Path, evaluator: ClassificationEvaluator, source: Dataset) -> None:
         """val_predictions.csv: every validation image with its true and predicted class and the
@@ -228,8 +229,7 @@ class ClassificationTask(Task):
                         f"Most confident mistakes ({len(wrong)} of {int((classes[:, 0] != labels).sum())})")
 
     def _grad_cam_grid(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, source: Dataset,
-                       count: int = 8) -> None:
-        device = next(model.parameters()).device
+                       device: torch.device, count: int = 8) -> None:
         d = self.cfg.data
         picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).astype(int)
         batch = torch.stack([source[int(i)][0] for i in picks]).to(device)
@@ -247,12 +247,11 @@ class ClassificationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, topk: int = 5,
+    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, device: torch.device, topk: int = 5,
                 batch_size: int = 32) -> list[dict[str, Any]]:
         """Top-k classes for each image (a file, or any image ``datasets.as_rgb`` takes):
         ``ClassificationResult`` ``{"image", "topk": [{"label", "index", "prob"}]}`` (``.label``, ``.score``, ``.top5``,
         ``.probs``)."""
-        device = next(model.parameters()).device
         transform = self.transforms(False)
         names = data.classes
         results = []

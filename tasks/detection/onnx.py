@@ -21,7 +21,6 @@ class OnnxDetector(nn.Module):
     def __init__(self, runner: OnnxRunner) -> None:
         super().__init__()
         self.runner = runner
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         outputs = []

@@ -179,7 +179,7 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: DetectionEvaluator,
-                     data: DetectionDataInfo) -> None:
+                     data: DetectionDataInfo, device: torch.device) -> None:
         evaluator.write_report(run_dir)
         samples = data.val_gt.samples[:8]
         by_image: dict[int, list[dict]] = {}
@@ -231,12 +231,11 @@ class DetectionTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo,
+    def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo, device: torch.device,
                 score_thresh: float = 0.5) -> list[dict[str, Any]]:
         """Detections per image (a file, or any image ``datasets.as_rgb`` takes): a ``DetectionResult``
         ``{"image", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as
         given}]}`` (``.boxes``, ``.scores``, ``.labels``, ``.names``)."""
-        device = next(model.parameters()).device
         results = []
         for index, path in enumerate(paths):
             rgb = as_rgb(path)

@@ -235,7 +235,8 @@ class FaceTask(Task):
 
     # ------------------------------------------------------------------ results
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: FaceDataInfo, threshold: float | None = None,
+    def predict(self, model: nn.Module, paths: list[Any], data: FaceDataInfo, device: torch.device,
+                threshold: float | None = None,
                 gallery: str | None = None) -> list[dict[str, Any]]:
         """A ``FaceResult`` per image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
         ``data.align``): its face's ``embedding`` (``.similarity(other)``). For exactly two images, also their cosine similarity and the same / different decision at ``threshold`` (default: the checkpoint's
@@ -243,11 +244,11 @@ class FaceTask(Task):
         that person's gallery images), or ``unknown`` below the threshold."""
         threshold = data.threshold if threshold is None else threshold
         faces, results = self._faces(paths)
-        emb = self._embed(model, [face for _, face in faces])
+        emb = self._embed(model, [face for _, face in faces], device)
         for (i, _), e in zip(faces, emb):
             results[i]["embedding"] = e.round(6).tolist()
         if gallery is not None:
-            people, centres = self._gallery(model, gallery)
+            people, centres = self._gallery(model, gallery, device)
             for (i, _), e in zip(faces, emb):
                 scores = centres @ e
                 best = int(scores.argmax())
@@ -263,8 +264,7 @@ class FaceTask(Task):
                 r["pair"] = pair
         return results
 
-    def _embed(self, model: nn.Module, faces: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        device = next(model.parameters()).device
+    def _embed(self, model: nn.Module, faces: list[np.ndarray], device: torch.device, batch_size: int = 32) -> np.ndarray:
         transform = self.transforms(False)
         out = [np.zeros((0, self.cfg.model.embedding_size), np.float32)]
         for start in range(0, len(faces), batch_size):
@@ -272,11 +272,11 @@ class FaceTask(Task):
             out.append(flip_embeddings(model, images).cpu().numpy())
         return np.concatenate(out)
 
-    def _gallery(self, model: nn.Module, folder: str) -> tuple[list[str], np.ndarray]:
+    def _gallery(self, model: nn.Module, folder: str, device: torch.device) -> tuple[list[str], np.ndarray]:
         """Names of the gallery's people and their normalised mean embeddings."""
         samples, people = identity_folder_samples(folder)
         faces, _ = self._faces([path for path, _ in samples])
-        emb = self._embed(model, [face for _, face in faces])
+        emb = self._embed(model, [face for _, face in faces], device)
         labels = np.array([samples[i][1] for i, _ in faces], dtype=np.int64)
         found = [k for k in range(len(people)) if (labels == k).any()]
         if len(found) < len(people):

@@ -309,7 +309,7 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: SegmentationEvaluator,
-                     data: SegmentationDataInfo) -> None:
+                     data: SegmentationDataInfo, device: torch.device) -> None:
         """The evaluator's tables and plots, plus ``plots/predictions.png``: image, ground truth and prediction
         overlays of the first validation images."""
         evaluator.inference = self.inference_protocol(model.pad_to)
@@ -317,7 +317,6 @@ class SegmentationTask(Task):
         if data.val is None or not len(data.val):
             return
         palette = data.palette()
-        device = next(model.parameters()).device
         images, captions = [], []
         with eval_mode(model), torch.no_grad():
             for index in range(min(6, len(data.val))):
@@ -334,11 +333,11 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo) -> list[dict[str, Any]]:
+    def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo,
+                device: torch.device) -> list[dict[str, Any]]:
         """Per image (a file, or any image ``datasets.as_rgb`` takes): a ``SegmentationResult`` ``{"image", "height",
         "width", "pixels": {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class
         indices at the image's own size (``save`` writes it as a palette PNG beside the overlay)."""
-        device = next(model.parameters()).device
         transform = self.transforms(False)
         palette = data.palette()
         results = []
