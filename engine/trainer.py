@@ -9,6 +9,7 @@ callbacks do the bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 import contextlib
 import json
 import logging
@@ -66,13 +67,16 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """``batch`` with every tensor moved to ``device`` (in lists, tuples and dicts); 4-D tensors
-    (image batches) in channels_last layout when asked. The one place batches change device."""
+    """``batch`` with every tensor moved to ``device`` (in dataclasses such as a task's ``Batch``, lists, tuples and
+    dicts); 4-D tensors (image batches) in channels_last layout when asked. The one place batches change device."""
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.dim() == 4 and batch.is_floating_point():
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device, channels_last)
+                                             for f in dataclasses.fields(batch) if f.init})
     if isinstance(batch, dict):
         return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):

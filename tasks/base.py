@@ -16,6 +16,7 @@ Data flows one way and is passed explicitly::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,30 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..engine import distributed as dist_utils
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .options import TaskOption
+
+
+def _pinned(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_pinned(v) for v in value)
+    return value
+
+
+@dataclass
+class Batch:
+    """What a task's DataLoader yields (its ``collate_fn``): the images, and in subclasses what the task's steps need
+    beside them (labels, boxes, masks, ...), by name. The Trainer moves every tensor field to the device."""
+
+    images: torch.Tensor | list[torch.Tensor]  # (N, 3, H, W), or detection's list of (3, H, W)
+
+    def pin_memory(self) -> "Batch":
+        """What ``DataLoader(pin_memory=True)`` calls: every tensor page-locked, for faster copies to a GPU."""
+        return dataclasses.replace(self, **{f.name: _pinned(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
 @dataclass
@@ -134,11 +157,23 @@ class Task:
     def build_model(self, data: DataInfo) -> nn.Module:
         raise NotImplementedError
 
+    def num_classes(self, data: DataInfo, what: str = "classes", source: str = "the data") -> int:
+        """The model's output count: ``model.num_classes``, else the number of ``data.classes``; a one-line
+        ConfigError when neither says or when they disagree (the classes named)."""
+        configured = getattr(self.cfg.model, "num_classes", None)
+        if not data.classes and not configured:
+            raise ConfigError(f"model.num_classes is unknown: set it or give {source} {what}")
+        if data.classes and configured and configured != len(data.classes):
+            names = ", ".join(map(str, data.classes[:5])) + (", ..." if len(data.classes) > 5 else "")
+            raise ConfigError(f"model.num_classes={configured} but {source} has {len(data.classes)} {what} ({names})")
+        return configured or len(data.classes)
+
     def backbone_of(self, model: nn.Module) -> nn.Module:
         """The registry Backbone inside ``model`` (the fine-tuning policy acts on it alone)."""
         return model.backbone
 
     def collate_fn(self) -> Callable | None:
+        """Samples -> one batch (a :class:`Batch` subclass for the built-in tasks); None: torch's default collate."""
         return None
 
     def build_evaluator(self, data: DataInfo) -> Evaluator:
@@ -220,7 +255,7 @@ class Task:
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
         """Argument tuples of :meth:`export_module` from one validation batch (traced and parity-checked on)."""
-        return [(batch[0],)]
+        return [(batch.images if isinstance(batch, Batch) else batch[0],)]
 
     def onnx_model(self, runner: Any) -> nn.Module:
         """A module that runs an exported file (``runner``: :class:`resvision.deploy.OnnxRunner`) and is called

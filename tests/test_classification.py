@@ -11,6 +11,7 @@ import torchvision
 
 from resvision import build_backbone
 from resvision.tasks.classification import ClassificationEvaluator, ImageClassifier, grad_cam
+from resvision.tasks.classification.task import ClassificationBatch
 
 
 def test_evaluator_against_hand_computed_case():
@@ -88,7 +89,7 @@ def test_mixup_cutmix_train_on_soft_targets(tiny_folder, tmp_path):
     labels = torch.tensor([train[i][1] for i in picks])
     torch.manual_seed(0)
     np.random.seed(0)
-    loss = task.training_step(model, (images.clone(), labels, torch.arange(4)))["ce"]  # mixes in place
+    loss = task.training_step(model, ClassificationBatch(images.clone(), labels, torch.arange(4)))["ce"]  # mixes in place
     plain = torch.nn.functional.cross_entropy(model(images), labels)
     # Mixed images pair sample i with sample N-1-i: the loss is no longer the plain cross-entropy.
     assert not torch.isclose(loss, plain)

@@ -20,6 +20,7 @@ from resvision.backbone.base import FeatureSpec
 from resvision.cli import main
 from resvision.datasets.masks import read_mask
 from resvision.errors import ConfigError
+from resvision.tasks.segmentation.task import SegmentationBatch
 from resvision.tasks.segmentation.model import (
     DecoderFeatures,
     SegmentationLoss,
@@ -92,7 +93,7 @@ def test_auxiliary_head_is_torchvisions_fcn_head_on_the_stride_16_map():
     cfg = load_config("segmentation", ["model.aux_weight=0.4", "model.loss={ce: 1.0, dice: 0.5}"])
     task = SegmentationTask(cfg)
     with torch.no_grad():  # eval mode: no dropout, so the reference forward gives the same logits
-        got = task.training_step(model, (x, masks, None, None))
+        got = task.training_step(model, SegmentationBatch(x, masks, None, None))
         ref = task.loss(aux, masks)
     assert set(got) == {"loss_ce", "loss_dice", "loss_aux_ce", "loss_aux_dice"}
     assert got["loss_aux_ce"].item() == pytest.approx(0.4 * ref["loss_ce"].item(), rel=1e-6)

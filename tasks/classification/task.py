@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
@@ -20,13 +20,23 @@ from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, 
 from ...errors import ConfigError, DataError
 from ...modes import eval_mode
 from ...reports import save_image_grid
-from ..base import DataInfo, Task
+from ..base import Batch, DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
 from ..heads import build_head
 from .evaluator import ClassificationEvaluator
 from .gradcam import grad_cam
 from .model import ImageClassifier
 from .results import ClassificationResult
+
+
+@dataclass
+class ClassificationBatch(Batch):
+    labels: torch.Tensor  # (N,) class indices
+    indices: torch.Tensor  # (N,) positions in the dataset (reports name the files)
+
+
+def collate_classification(samples: list[tuple[torch.Tensor, int, int]]) -> ClassificationBatch:
+    return ClassificationBatch(*default_collate(samples))
 
 
 @dataclass
@@ -143,11 +153,7 @@ class ClassificationTask(Task):
 
     def build_model(self, data: DataInfo) -> nn.Module:
         m = self.cfg.model
-        num_classes = m.num_classes or len(data.classes) or None
-        if num_classes is None:
-            raise ConfigError("model.num_classes is unknown: set it or data.classes")
-        if data.classes and m.num_classes and m.num_classes != len(data.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes")
+        num_classes = self.num_classes(data)
         backbone = build_backbone_from_config(m.backbone)
         if self.cfg.data.mixup > 0 or self.cfg.data.cutmix > 0:
             from timm.data import Mixup
@@ -162,8 +168,11 @@ class ClassificationTask(Task):
         return ClassificationEvaluator(data.classes or [str(i) for i in range(self.cfg.model.num_classes or 0)])
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
-        images, labels, _ = batch
+    def collate_fn(self):
+        return collate_classification
+
+    def training_step(self, model: nn.Module, batch: ClassificationBatch) -> dict[str, torch.Tensor]:
+        images, labels = batch.images, batch.labels
         if self.mixup is not None and len(images) % 2 == 0:  # timm's Mixup pairs samples: needs an even batch
             images, soft = self.mixup(images, labels)
             logits = model(images)
@@ -171,9 +180,8 @@ class ClassificationTask(Task):
         logits = model(images)
         return {"ce": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.model.label_smoothing)}
 
-    def evaluation_step(self, model: nn.Module, batch):
-        images, labels, indices = batch
-        return model(images), (labels, indices)
+    def evaluation_step(self, model: nn.Module, batch: ClassificationBatch):
+        return model(batch.images), (batch.labels, batch.indices)
 
     # ------------------------------------------------------------------ deploy
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:

@@ -24,13 +24,25 @@ from ...datasets.detection_transforms import detection_transforms
 from ...datasets.shapes import load_shapes
 from ...errors import ConfigError
 from ...reports import save_image_grid
-from ..base import DataInfo, Task
+from ..base import Batch, DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import DetectionEvaluator
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
 from .results import DetectionResult, draw_boxes
 
 log = logging.getLogger("resvision")
+
+
+@dataclass
+class DetectionBatch(Batch):
+    """``images``: a list of (3, H, W) float images in [0, 1] (sizes differ; torchvision's model normalises and
+    resizes); ``targets``: per image ``{"boxes" (K, 4) xyxy pixels, "labels" (K,) 1-based, "image_id", ...}``."""
+
+    targets: list[dict[str, Any]]
+
+
+def collate_detection(samples: list[tuple[torch.Tensor, dict[str, Any]]]) -> DetectionBatch:
+    return DetectionBatch(*detection_collate(samples))
 
 
 @dataclass
@@ -137,16 +149,12 @@ class DetectionTask(Task):
                                  classes=list(val.classes), category_ids=list(val.category_ids), val_gt=val)
 
     def collate_fn(self):
-        return detection_collate
+        return collate_detection
 
     # ------------------------------------------------------------------ model
     def build_model(self, data: DataInfo) -> nn.Module:
         m = self.cfg.model
-        if not data.classes and not m.num_classes:
-            raise ConfigError("model.num_classes is unknown: set it or data.classes")
-        if data.classes and m.num_classes and m.num_classes != len(data.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes")
-        num_classes = m.num_classes or len(data.classes)
+        num_classes = self.num_classes(data)
         body = build_backbone_from_config(m.backbone)
         settings = DetectorSettings(**{f.name: getattr(m, f.name) for f in dataclasses.fields(DetectorSettings)})
         model = build_faster_rcnn(body, num_classes + 1, settings)
@@ -164,13 +172,12 @@ class DetectionTask(Task):
         return evaluator
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        return model(images, targets)  # torchvision: loss_classifier, loss_box_reg, loss_objectness, loss_rpn_box_reg
+    def training_step(self, model: nn.Module, batch: DetectionBatch) -> dict[str, torch.Tensor]:
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
+        return model(batch.images, targets)  # torchvision: loss_classifier, loss_box_reg, loss_objectness, loss_rpn_box_reg
 
-    def evaluation_step(self, model: nn.Module, batch):
-        images, targets = batch
+    def evaluation_step(self, model: nn.Module, batch: DetectionBatch):
+        images, targets = batch.images, batch.targets
         # one image at a time, as torchvision's reference evaluates (batch 1): batched, torchvision pads every image
         # to the batch's largest, so detections would depend on which images share a batch (0.013 bbox_AP on the
         # demo), and eval would differ from predict and from the exported one-image graph
@@ -204,7 +211,7 @@ class DetectionTask(Task):
         return OneImageDetector(model)
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        return [(image,) for image in batch[0]]
+        return [(image,) for image in batch.images]
 
     def onnx_model(self, runner) -> nn.Module:
         from .onnx import OnnxDetector

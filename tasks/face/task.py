@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
 from ...datasets import (ClassificationDataset, FaceEvalSet, as_rgb, face_transforms, identity_folder_samples, image_label,
                          read_image, synthetic_faces_dataset)
 from ...errors import ConfigError, DataError, UserError
-from ..base import DataInfo, Task
+from ..base import Batch, DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import FaceEvaluator
 from .margin import build_margin
@@ -32,6 +33,17 @@ from .results import FaceResult
 log = logging.getLogger("resvision")
 
 _DEFAULT_M = {"arcface": 0.5, "cosface": 0.35, "combined": 0.5}
+
+
+@dataclass
+class FaceBatch(Batch):
+    """``targets``: identity labels (training) or the images' indices in the evaluation set (validation)."""
+
+    targets: torch.Tensor
+
+
+def collate_faces(samples: list[tuple[torch.Tensor, int]]) -> FaceBatch:
+    return FaceBatch(*default_collate(samples))
 
 
 @dataclass
@@ -183,11 +195,7 @@ class FaceTask(Task):
 
     def build_model(self, data: FaceDataInfo) -> nn.Module:
         m = self.cfg.model
-        num_classes = m.num_classes or len(data.classes) or None
-        if num_classes is None:
-            raise ConfigError("model.num_classes is unknown: set it or give training identities (data.train)")
-        if data.classes and m.num_classes and m.num_classes != len(data.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but data.train has {len(data.classes)} identities")
+        num_classes = self.num_classes(data, "identities", "data.train")
         margin = build_margin(m.margin, s=m.scale, m=_DEFAULT_M[m.margin] if m.m is None else m.m,
                               easy_margin=m.easy_margin, m1=m.m1, m3=m.m3)
         return FaceModel(build_backbone_from_config(m.backbone), margin, num_classes, self.cfg.data.image_size,
@@ -197,13 +205,14 @@ class FaceTask(Task):
         return FaceEvaluator(data.val, data)
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        return {"ce": F.cross_entropy(model(images, labels), labels)}  # the margin head returns float32 logits
+    def collate_fn(self):
+        return collate_faces
 
-    def evaluation_step(self, model: nn.Module, batch):
-        images, indices = batch
-        return flip_embeddings(model, images), indices
+    def training_step(self, model: nn.Module, batch: FaceBatch) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(model(batch.images, batch.targets), batch.targets)}  # the margin head returns float32 logits
+
+    def evaluation_step(self, model: nn.Module, batch: FaceBatch):
+        return flip_embeddings(model, batch.images), batch.targets
 
     # ------------------------------------------------------------------ deploy
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:

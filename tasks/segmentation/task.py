@@ -25,13 +25,22 @@ from ...datasets.voc import load_voc_segmentation
 from ...errors import ConfigError
 from ...modes import eval_mode
 from ...reports import save_image_grid
-from ..base import DataInfo, Task
+from ..base import Batch, DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import SegmentationEvaluator
 from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
 from .results import SegmentationResult, overlay
 
 log = logging.getLogger("resvision")
+
+
+@dataclass
+class SegmentationBatch(Batch):
+    """Images padded to the batch's largest (bottom / right, with 0) and their masks (padding: ``ignore_index``)."""
+
+    masks: torch.Tensor  # (N, H, W) class indices
+    indices: torch.Tensor | None  # (N,) positions in the dataset
+    sizes: torch.Tensor | None  # (N, 2): each image's own (height, width) before padding
 
 
 @dataclass
@@ -208,10 +217,10 @@ class SegmentationTask(Task):
     def collate_fn(self):
         return self.collate
 
-    def collate(self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]):
+    def collate(self, batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> SegmentationBatch:
         """Stack ``(image, mask, index)`` samples, padding to the largest size in the batch (bottom / right):
         images with 0, masks with ``ignore_index``, so padding is never trained on or scored. Returns
-        ``(images, masks, indices, sizes)``; ``sizes[k]`` is image k's own ``(height, width)``, which evaluation
+        a :class:`SegmentationBatch`; ``sizes[k]`` is image k's own ``(height, width)``, which evaluation
         crops back to so that no image's prediction depends on its batch-mates."""
         images, masks, indices = zip(*batch)
         h = max(i.shape[1] for i in images)
@@ -222,17 +231,12 @@ class SegmentationTask(Task):
             image_batch[k, :, :image.shape[1], :image.shape[2]] = image
             mask_batch[k, :mask.shape[0], :mask.shape[1]] = mask
         sizes = torch.tensor([tuple(i.shape[1:]) for i in images])
-        return image_batch, mask_batch, torch.tensor(indices), sizes
+        return SegmentationBatch(image_batch, mask_batch, torch.tensor(indices), sizes)
 
     # ------------------------------------------------------------------ model
     def build_model(self, data: DataInfo) -> nn.Module:
         m = self.cfg.model
-        if not data.classes and not m.num_classes:
-            raise ConfigError("model.num_classes is unknown: set it or data.classes")
-        if data.classes and m.num_classes and m.num_classes != len(data.classes):
-            raise ConfigError(f"model.num_classes={m.num_classes} but the data has {len(data.classes)} classes "
-                              f"({', '.join(data.classes[:5])}{', ...' if len(data.classes) > 5 else ''})")
-        return SegmentationModel(build_backbone_from_config(self.backbone_config()), m.num_classes or len(data.classes),
+        return SegmentationModel(build_backbone_from_config(self.backbone_config()), self.num_classes(data),
                                  decoder=m.decoder, decoder_channels=m.decoder_channels, dropout=m.dropout,
                                  aux_head=m.aux_weight > 0)
 
@@ -252,8 +256,8 @@ class SegmentationTask(Task):
         return f"argmax of the logits; {how}{flip} (model.inference). The same as predict."
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
-        images, masks, _, _ = batch
+    def training_step(self, model: nn.Module, batch: SegmentationBatch) -> dict[str, torch.Tensor]:
+        images, masks = batch.images, batch.masks
         weight = self.cfg.model.aux_weight
         if not weight:
             return self.loss(model(images), masks)
@@ -261,11 +265,11 @@ class SegmentationTask(Task):
         aux = {f"loss_aux_{k.removeprefix('loss_')}": weight * v for k, v in self.loss(aux_logits, masks).items()}
         return self.loss(logits, masks) | aux
 
-    def evaluation_step(self, model: nn.Module, batch):
+    def evaluation_step(self, model: nn.Module, batch: SegmentationBatch):
         """Each image runs alone, cropped to its own size: what ``predict`` does, so the prediction never
         depends on the batch size or on the batch-mates' sizes (MMSegmentation and torchvision evaluate one
         image at a time too). The collate's padding keeps prediction 0 and is never scored (ignore_index)."""
-        images, masks, _, sizes = batch
+        images, masks, sizes = batch.images, batch.masks, batch.sizes
         predictions = torch.zeros_like(masks)
         for k, (h, w) in enumerate(sizes.tolist()):
             predictions[k, :h, :w] = self.logits(model, images[k:k + 1, :, :h, :w]).argmax(1)[0]
@@ -284,7 +288,7 @@ class SegmentationTask(Task):
         return _PaddedForward(model, argmax=postprocess == "argmax")
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        images, pad_to = batch[0], model.pad_to
+        images, pad_to = batch.images, model.pad_to
         h, w = images.shape[-2:]
         return [(F.pad(images, (0, -(-w // pad_to) * pad_to - w, 0, -(-h // pad_to) * pad_to - h)),)]
 
