@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 from .errors import UserError
 
-__all__ = ["Predictor", "expand_inputs", "export", "load", "load_for_export", "onnx_module", "read_source",
-           "resolve_engine"]
+__all__ = ["Predictor", "expand_inputs", "export", "load", "load_for_export", "model_from_checkpoint", "onnx_module",
+           "read_source", "resolve_engine"]
 
 
 def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
@@ -157,7 +157,6 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     """
     import torch
 
-    from .engine.checkpoint import load_model_state
     from .tasks import build_task
 
     path = Path(path)
@@ -169,15 +168,14 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     state, cfg = read_source(path, overrides, config, allow_unverified)
     if task is not None and cfg.task != task:
         raise UserError(f"--task {task} but {path} is a {cfg.task!r} model")
-    built = build_task(cfg)
-    data = built.data_from_meta(state.get("meta", {}))
     if engine == "onnxruntime":
+        built = build_task(cfg)
+        data = built.data_from_meta(state.get("meta", {}))
         return Predictor(built, onnx_module(built, path, export_dir, overrides, config), data, path, engine)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = built.build_model(data)
-    load_model_state(model, state.get("ema") or state["model"], path)
-    model = model.eval().to(device, memory_format=torch.channels_last)  # faster CPU convolutions (docs/benchmarks.md)
+    built, data, model = model_from_checkpoint(state, cfg, path)
+    model = model.to(device, memory_format=torch.channels_last)  # faster CPU convolutions (docs/benchmarks.md)
     if compile:
         model = torch.compile(model)
     return Predictor(built, model, data, path, engine, device)
@@ -195,19 +193,28 @@ def onnx_module(task, path: str | Path, export_dir: str | Path | None = None, ov
     return task.onnx_model(OnnxRunner(path))
 
 
-def load_for_export(checkpoint: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None):
-    """``(state, cfg, task, data, model)``: a checkpoint's eval-mode model rebuilt from its own config, what
-    ``deploy.export.export_model`` is handed (``deploy/`` imports no task: the task is resolved here)."""
-    from .engine.checkpoint import checkpoint_config, load_checkpoint, load_model_state
-    from .tasks import build_task, get_task_class
+def model_from_checkpoint(state: dict[str, Any], cfg: Any, path: str | Path):
+    """``(task, data, model)`` of a checkpoint's state and config (:func:`read_source`): the one way a checkpoint
+    becomes a model (``rv.load``, ``rv.export``): the task built from the config, the data from the checkpoint's
+    meta (class names, ...), the model with its weights (the EMA weights when the checkpoint has them), eval mode."""
+    from .engine.checkpoint import load_model_state
+    from .tasks import build_task
 
-    state = load_checkpoint(checkpoint)
-    cfg = checkpoint_config(state, checkpoint, list(overrides), config, task_class=get_task_class)
     task = build_task(cfg)
     data = task.data_from_meta(state.get("meta", {}))
     model = task.build_model(data)
-    load_model_state(model, state.get("ema") or state["model"], checkpoint)
-    return state, cfg, task, data, model.eval()
+    load_model_state(model, state.get("ema") or state["model"], path)
+    return task, data, model.eval()
+
+
+def load_for_export(checkpoint: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None):
+    """``(state, cfg, task, data, model)``: a checkpoint's eval-mode model rebuilt from its own config, what
+    ``deploy.export.export_model`` is handed (``deploy/`` imports no task: the task is resolved here)."""
+    if Path(checkpoint).suffix == ".onnx":
+        raise UserError(f"{checkpoint} is already ONNX: export takes a .pt checkpoint")
+    state, cfg = read_source(checkpoint, overrides, config)
+    task, data, model = model_from_checkpoint(state, cfg, checkpoint)
+    return state, cfg, task, data, model
 
 
 def export(checkpoint: str | Path, output: str | Path | None = None, *, opset: int | None = None,

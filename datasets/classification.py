@@ -14,7 +14,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from resvision.datasets.demo import digits_folder
-from resvision.datasets.image_io import BadImageError, read_image
+from resvision.datasets.image_io import BadImageError, check_in_threads, read_image
 from resvision.datasets.transforms import SeededAugmentation, classification_transforms
 from resvision.errors import ConfigError, DataError
 
@@ -145,11 +143,9 @@ class ClassificationDataset(SeededAugmentation, Dataset):
         Raises:
             DataError: No image is readable.
         """
-        threads = num_threads or min(8, os.cpu_count() or 1)
         paths = [path for path, _ in self.samples]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            readable = list(tqdm(pool.map(_is_readable, paths), total=len(paths), desc="verify images", unit="img",
-                                 disable=None if progress else True))
+        readable = check_in_threads(lambda i: _is_readable(paths[i]), len(paths), "verify images", num_threads,
+                                    progress)
         dropped = [path for path, ok in zip(paths, readable) if not ok]
         if dropped:
             self.samples = [sample for sample, ok in zip(self.samples, readable) if ok]

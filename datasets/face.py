@@ -14,21 +14,18 @@ line or index at fault).
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from resvision.datasets.classification import Sample, image_folder_samples
 from resvision.datasets.face_pairs import decode_bin_image, read_pairs, read_verification_bin
-from resvision.datasets.image_io import read_image
+from resvision.datasets.image_io import check_in_threads, read_image
 from resvision.errors import DataError
 
 __all__ = ["FaceEvalSet", "identity_folder_samples"]
@@ -139,15 +136,7 @@ class FaceEvalSet(Dataset):
         Raises:
             BadImageError: The first undecodable image in listing order.
         """
-        pool = ThreadPoolExecutor(max_workers=num_threads or min(8, os.cpu_count() or 1))
-        try:
-            problems = pool.map(self._problem, range(len(self)))
-            for problem in tqdm(problems, total=len(self), desc="checking face images", unit="img",
-                                disable=None if progress else True):
-                if problem is not None:
-                    raise problem
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # the first problem stops the remaining decodes
+        check_in_threads(self._problem, len(self), "checking face images", num_threads, progress, raise_first=True)
 
     def _problem(self, index: int) -> DataError | None:
         try:

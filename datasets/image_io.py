@@ -20,9 +20,12 @@ Mode rules (Pillow mode -> RGB):
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -202,3 +205,29 @@ def one_line(exc: BaseException) -> str:
     """Exception text squeezed onto one line (some decoders put newlines in their messages)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+T = TypeVar("T")
+
+
+def check_in_threads(check: Callable[[int], T], count: int, desc: str, num_threads: int | None = None,
+                     progress: bool = True, raise_first: bool = False) -> list[T]:
+    """``[check(0), ..., check(count - 1)]`` computed in threads (Pillow and OpenCV release the GIL while decoding),
+    in order, under a progress bar (on a terminal): the one way a dataset checks its files before training.
+
+    With ``raise_first``, the first result (in order) that is an exception is raised and the checks not yet started
+    are cancelled: for data where one bad file is an error (a verification protocol, masks).
+    """
+    from tqdm import tqdm
+
+    pool = ThreadPoolExecutor(max_workers=num_threads or min(8, os.cpu_count() or 1))
+    results: list[T] = []
+    try:
+        for result in tqdm(pool.map(check, range(count)), total=count, desc=desc, unit="img",
+                           disable=None if progress else True):
+            if raise_first and isinstance(result, BaseException):
+                raise result
+            results.append(result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from resvision.datasets.classification import IMAGE_EXTENSIONS
-from resvision.datasets.image_io import image_size, one_line, read_image
+from resvision.datasets.image_io import check_in_threads, image_size, one_line, read_image
 from resvision.datasets.masks import colour_table, rasterize_coco, read_mask
 from resvision.datasets.transforms import SeededAugmentation
 from resvision.errors import ConfigError, DataError
@@ -288,16 +285,8 @@ def verify_segmentation(data: SegmentationData, num_threads: int | None = None, 
         DataError: The first bad sample in sample order (the message of
             :func:`~resvision.datasets.masks.read_mask` or of the size check).
     """
-    threads = num_threads or min(8, os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(max_workers=threads)
-    try:
-        problems = pool.map(functools.partial(_sample_problem, data), range(len(data.samples)))
-        for problem in tqdm(problems, total=len(data.samples), desc="verify masks", unit="img",
-                            disable=None if progress else True):
-            if problem is not None:
-                raise problem
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # the first problem stops the remaining reads
+    check_in_threads(functools.partial(_sample_problem, data), len(data.samples), "verify masks", num_threads, progress,
+                     raise_first=True)
 
 
 def _sample_problem(data: SegmentationData, index: int) -> DataError | None:

@@ -42,6 +42,14 @@ LOSSES = ("ce", "dice", "focal")
 UNET_CHANNELS = (256, 128, 64, 32, 16)
 
 
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``(..., H, W)`` images padded bottom / right with zeros so that both sides are multiples of ``multiple`` (the
+    deepest stride): what the model, the exported graph's caller and the export's examples do alike."""
+    h, w = images.shape[-2:]
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    return F.pad(images, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else images
+
 class DecoderFeatures(nn.Module):
     """Maps a backbone's feature dict to smp's per-stride list ``[stride 1, 2, 4, ..., 2**depth]``.
 
@@ -177,10 +185,7 @@ class SegmentationModel(nn.Module):
         """``(N, 3, H, W)`` normalised images -> ``(N, num_classes, H, W)`` logits; with ``aux=True`` (training
         with an auxiliary head) ``(logits, aux_logits)``, both at input resolution."""
         h, w = x.shape[-2:]
-        ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h))
-        out = self.forward_padded(x, aux)
+        out = self.forward_padded(pad_to_multiple(x, self.pad_to), aux)
         return tuple(o[..., :h, :w] for o in out) if aux else out[..., :h, :w]
 
     def forward_padded(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ...deploy.runtime import OnnxModel, OnnxRunner
+from .model import pad_to_multiple
 
 __all__ = ["OnnxSegmenter"]
 
@@ -21,6 +21,4 @@ class OnnxSegmenter(OnnxModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
-        ph, pw = -(-h // self.pad_to) * self.pad_to, -(-w // self.pad_to) * self.pad_to
-        padded = nn.functional.pad(images, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else images
-        return super().forward(padded)[..., :h, :w]
+        return super().forward(pad_to_multiple(images, self.pad_to))[..., :h, :w]

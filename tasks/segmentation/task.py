@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...backbone import build_backbone_from_config
@@ -28,7 +27,7 @@ from ...reports import save_image_grid
 from ..base import Batch, DataInfo, Task
 from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import SegmentationEvaluator
-from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
+from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits, pad_to_multiple
 from .results import SegmentationResult, overlay
 
 log = logging.getLogger("resvision")
@@ -288,9 +287,7 @@ class SegmentationTask(Task):
         return _PaddedForward(model, argmax=postprocess == "argmax")
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        images, pad_to = batch.images, model.pad_to
-        h, w = images.shape[-2:]
-        return [(F.pad(images, (0, -(-w // pad_to) * pad_to - w, 0, -(-h // pad_to) * pad_to - h)),)]
+        return [(pad_to_multiple(batch.images, model.pad_to),)]
 
     def onnx_model(self, runner) -> nn.Module:
         from .onnx import OnnxSegmenter
