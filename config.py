@@ -166,6 +166,12 @@ class Config:
     sched: SchedConfig = setting(factory=SchedConfig, help="the learning-rate schedule (timm create_scheduler_v2)")
     finetune: FinetuneConfig = setting(factory=FinetuneConfig, help="the fine-tuning policy, the same for every "
                                                                     "task")
+    tasks: dict[str, Any] | None = setting(None, "a joint run (task: a+b): each head's {model, data, weight}; "
+                                                 "model.backbone, train, optim, sched and finetune are shared")
+
+    def validate(self) -> None:
+        if self.tasks is not None and "+" not in self.task:
+            raise ConfigError(f"tasks: only a joint run (task: a+b) lists heads; task {self.task} has one")
 
     @property
     def run_dir(self) -> Path:

@@ -150,6 +150,8 @@ def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint
     if quantize and calibration_images < 1:
         raise UserError(f"--calibration-images must be at least 1, got {calibration_images}")
     cfg = task.cfg
+    if not task.onnx_postprocess:  # a task that declares no export (joint runs, for now)
+        raise UserError(task.unsupported("ONNX export"))
     if postprocess not in task.onnx_postprocess:
         raise UserError(f"--postprocess {postprocess} does not apply to task {task.name} "
                         f"(choices: {', '.join(task.onnx_postprocess)})")

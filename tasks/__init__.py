@@ -66,6 +66,10 @@ def get_task_class(name: str) -> type[Task]:
     one given to :func:`register_task`, or an installed plugin's (entry-point group :data:`PLUGIN_GROUP`)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if "+" in str(name):
+        from .joint.task import joint_task_class
+
+        return joint_task_class(name, get_task_class)
     if name in _TASK_MODULES:
         return importlib.import_module(_TASK_MODULES[name]).TASK
     plugin = _plugins().get(name)

@@ -1,0 +1,336 @@
+"""Joint runs: one registry backbone shared by the heads of several tasks (``task: classification+face``).
+
+A joint config names its heads in ``task`` (``a+b``, two or more distinct built-in or plugin tasks) and lists them
+under ``tasks:``, each with its own ``model`` (head options), ``data`` and loss ``weight``; ``model.backbone``,
+``train``, ``optim``, ``sched`` and ``finetune`` are shared::
+
+    task: classification+face
+    model: {backbone: {name: resnet20}}
+    tasks:
+      classification: {data: {format: digits}, weight: 1.0}
+      face: {model: {embedding_size: 64}, data: {image_size: 32}, weight: 0.5}
+
+Each head keeps its own data pipeline (its dataset, augmentation and collate): a training step takes one batch of
+every head, runs each through the shared backbone and its head, and sums the heads' weighted losses (an epoch is the
+largest head's training set; the smaller ones cycle). Every head is evaluated on its own validation data; the
+report holds every head's metrics under prefixed keys (``face/verif_acc``) and each head writes its single-task
+report files into ``<run>/<head>/``. The same-input single pass (one backbone forward for heads that share a
+batch), per-head learning-rate multipliers and one ONNX file for every head are not built yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from ...config import BackboneConfig, check_config, setting
+from ...errors import ConfigError
+from ..base import DataInfo, Evaluator, Task
+from ..result import Result, captioned
+
+SEPARATOR = "+"
+HEAD_KEYS = ("model", "data", "weight")
+
+
+@dataclass
+class JointModelConfig:
+    backbone: BackboneConfig = setting(factory=BackboneConfig, help="the backbone every head shares")
+
+
+@dataclass
+class JointDataConfig:
+    """Empty: each head's data is its ``tasks.<head>.data`` section."""
+
+
+# ------------------------------------------------------------------ data
+@dataclass
+class JointDataInfo(DataInfo):
+    """Every head's :class:`DataInfo` (``heads``); ``train`` / ``val`` combine their datasets."""
+
+    heads: dict[str, DataInfo] = field(default_factory=dict)
+
+    meta_fields = ("heads",)
+
+    def meta(self) -> dict[str, Any]:
+        return {"heads": {name: data.meta() for name, data in self.heads.items()}}
+
+    def fill_from_meta(self, meta: dict[str, Any]) -> None:
+        for name, data in self.heads.items():
+            data.fill_from_meta(meta.get("heads", {}).get(name, {}))
+
+
+class CycledHeads(Dataset):
+    """Training: item ``i`` is ``{head: that head's sample i mod its length}``; the largest set sets the length."""
+
+    def __init__(self, parts: dict[str, Dataset]) -> None:
+        self.parts = parts
+        self.length = max(len(p) for p in parts.values())
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {name: part[index % len(part)] for name, part in self.parts.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts.values():
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+
+class ChainedHeads(Dataset):
+    """Validation: every head's samples once, one after the other: item ``i`` is ``{head: sample}``."""
+
+    def __init__(self, parts: dict[str, Dataset]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts.values()])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        k = int(np.searchsorted(self.starts, index, side="right")) - 1
+        name = list(self.parts)[k]
+        return {name: self.parts[name][index - int(self.starts[k])]}
+
+
+@dataclass
+class JointBatch:
+    """One batch per head present (``heads``: name -> that task's own batch)."""
+
+    heads: dict[str, Any]
+
+
+# ------------------------------------------------------------------ model
+class JointModel(nn.Module):
+    """The shared registry backbone (``backbone``) and one task model per head (``heads``), each of which holds that
+    same backbone module. Called with a :class:`JointBatch` it returns the heads' weighted losses (so that DDP sees one
+    forward per step)."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], steps: dict[str, tuple[Task, float]]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+        self.steps = steps  # head -> (its task, its loss weight): plain attributes, not weights
+
+    def forward(self, batch: JointBatch) -> dict[str, torch.Tensor]:
+        losses = {}
+        for name, part in batch.heads.items():
+            task, weight = self.steps[name]
+            losses.update({f"{name}/{k}": weight * v for k, v in task.training_step(self.heads[name], part).items()})
+        return losses
+
+
+def share_backbone(model: nn.Module, backbone_of: Callable[[nn.Module], nn.Module], shared: nn.Module) -> None:
+    """Replace the registry backbone inside ``model`` (where ``backbone_of`` finds it) by ``shared``."""
+    own = backbone_of(model)
+    for name, module in model.named_modules():
+        if module is own:
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, shared)
+            return
+    raise ConfigError("a head's backbone is not a submodule of its model: it cannot be shared")
+
+
+# ------------------------------------------------------------------ evaluation
+class JointEvaluator(Evaluator):
+    """Every head's evaluator; metrics under ``<head>/<metric>``."""
+
+    def __init__(self, heads: dict[str, Evaluator]) -> None:
+        self.heads = heads
+        super().__init__()
+
+    def reset(self) -> None:
+        for evaluator in self.heads.values():
+            evaluator.reset()
+
+    def update(self, predictions: dict[str, Any], targets: dict[str, Any]) -> None:
+        for name, predicted in predictions.items():
+            self.heads[name].update(predicted, targets[name])
+
+    def gather(self) -> None:
+        for evaluator in self.heads.values():
+            evaluator.gather()
+
+    def compute(self) -> dict[str, float]:
+        return {f"{name}/{k}": v for name, evaluator in self.heads.items() for k, v in evaluator.compute().items()}
+
+
+class JointResult(Result):
+    """Every head's result for one image (``heads``: name -> that task's result), each from its own pass."""
+
+    picture = "heads"
+
+    def __init__(self, record: dict[str, Any], source: Any, heads: dict[str, Any]) -> None:
+        super().__init__(record, source)
+        self.heads = heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, **{name: _record(r) for name, r in self.heads.items()}}
+
+    def plot(self) -> np.ndarray:
+        """The heads' pictures side by side (each at the height of the tallest)."""
+        pictures = [r.plot() if isinstance(r, Result) else captioned(self.rgb(), []) for r in self.heads.values()]
+        height = max(p.shape[0] for p in pictures)
+        return np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255)
+                               for p in pictures], axis=1)
+
+
+def _record(result: Any) -> dict[str, Any]:
+    record = result.to_dict() if isinstance(result, Result) else dict(result)
+    record.pop("image", None)
+    return record
+
+
+# ------------------------------------------------------------------ the task
+class JointTask(Task):
+    """Several tasks' heads on one backbone (see the module docstring). The class of a given combination comes from
+    :func:`joint_task_class` (``tasks.get_task_class("a+b")``)."""
+
+    description = "several tasks' heads on one shared backbone (task: a+b, heads listed under tasks:)"
+    ModelConfig = JointModelConfig
+    DataConfig = JointDataConfig
+    Data = JointDataInfo
+    head_names: tuple[str, ...] = ()
+    task_class: Callable[[str], type[Task]]  # the task table's lookup (handed over: tasks/ imports this module)
+    onnx_postprocess = ()  # no export yet: one ONNX file for every head is still to be built
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        given = cfg.tasks or {}
+        if not isinstance(given, dict) or set(given) != set(self.head_names) or len(given) != len(self.head_names):
+            listed = ", ".join(map(str, given)) if isinstance(given, dict) else repr(given)
+            raise ConfigError(f"tasks: task {cfg.task} needs one entry per head ({', '.join(self.head_names)}), "
+                              f"got {listed or 'none'}")
+        shared = dataclasses.asdict(cfg.model.backbone)
+        common = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("train", "optim", "sched", "finetune")}
+        self.heads: dict[str, Task] = {}
+        self.weights: dict[str, float] = {}
+        for name in self.head_names:
+            entry = given[name] if given[name] is not None else {}
+            if not isinstance(entry, dict):
+                raise ConfigError(f"tasks.{name}: expected a mapping of {', '.join(HEAD_KEYS)}, got {entry!r}")
+            unknown = sorted(set(entry) - set(HEAD_KEYS))
+            if unknown:
+                raise ConfigError(f"unknown config key 'tasks.{name}.{unknown[0]}' (valid: {', '.join(HEAD_KEYS)})")
+            model = dict(entry.get("model") or {})
+            if "backbone" in model:
+                raise ConfigError(f"tasks.{name}.model.backbone: the heads share model.backbone; set it there")
+            weight = entry.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise ConfigError(f"tasks.{name}.weight: must be a number > 0, got {weight!r}")
+            raw = {"task": name, "model": {**model, "backbone": shared}, "data": entry.get("data") or {},
+                   "name": cfg.name, "output_dir": cfg.output_dir, "output": cfg.output, **common}
+            try:
+                sub = check_config(raw, self.task_class)
+            except ConfigError as err:
+                raise ConfigError(f"tasks.{name}: {err}") from None
+            self.heads[name] = self.task_class(name)(sub)
+            self.weights[name] = float(weight)
+
+    # ------------------------------------------------------------------ building
+    def build_datasets(self, training: bool = True) -> JointDataInfo:
+        heads = {name: task.build_datasets(training) for name, task in self.heads.items()}
+        train = CycledHeads({n: d.train for n, d in heads.items()}) if all(d.train is not None for d in heads.values()) \
+            else None
+        return JointDataInfo(train, ChainedHeads({n: d.val for n, d in heads.items()}),
+                             skipped=[p for d in heads.values() for p in d.skipped], heads=heads)
+
+    def data_from_meta(self, meta: dict[str, Any]) -> JointDataInfo:
+        stored = meta.get("heads", {})
+        return JointDataInfo(heads={n: t.data_from_meta(stored.get(n, {})) for n, t in self.heads.items()})
+
+    def build_model(self, data: JointDataInfo) -> JointModel:
+        models = {name: task.build_model(data.heads[name]) for name, task in self.heads.items()}
+        first = self.head_names[0]
+        shared = self.heads[first].backbone_of(models[first])
+        for name in self.head_names[1:]:
+            own = self.heads[name].backbone_of(models[name])
+            if [dataclasses.astuple(s) for s in own.feature_specs] != [dataclasses.astuple(s) for s in shared.feature_specs]:
+                raise ConfigError(f"tasks.{name}: its head needs backbone features {[s.name for s in own.feature_specs]} "
+                                  f"with other settings than {first}'s ({[s.name for s in shared.feature_specs]}): "
+                                  "the heads cannot share one backbone")
+            share_backbone(models[name], self.heads[name].backbone_of, shared)
+        return JointModel(shared, models, {n: (t, self.weights[n]) for n, t in self.heads.items()})
+
+    def backbone_of(self, model: nn.Module) -> nn.Module:
+        return model.backbone
+
+    def collate_fn(self) -> Callable:
+        collates = {name: task.collate_fn() or default_collate for name, task in self.heads.items()}
+
+        def collate(samples: list[dict[str, Any]]) -> JointBatch:
+            return JointBatch({name: collates[name]([s[name] for s in samples if name in s])
+                               for name in self.head_names if any(name in s for s in samples)})
+
+        return collate
+
+    def build_evaluator(self, data: JointDataInfo) -> JointEvaluator:
+        return JointEvaluator({name: task.build_evaluator(data.heads[name]) for name, task in self.heads.items()})
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, model: nn.Module, batch: JointBatch) -> dict[str, torch.Tensor]:
+        return model(batch)
+
+    def evaluation_step(self, model: nn.Module, batch: JointBatch) -> tuple[dict[str, Any], dict[str, Any]]:
+        predictions, targets = {}, {}
+        for name, part in batch.heads.items():
+            predictions[name], targets[name] = self.heads[name].evaluation_step(model.heads[name], part)
+        return predictions, targets
+
+    # ------------------------------------------------------------------ results
+    def write_report(self, run_dir: Path, model: nn.Module, evaluator: JointEvaluator, data: JointDataInfo,
+                     device: torch.device) -> None:
+        """Each head's single-task report (its report.json, tables and plots) in ``<run>/<head>/``."""
+        for name, task in self.heads.items():
+            out = Path(run_dir) / name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.json").write_text(json.dumps(evaluator.heads[name].compute(), indent=2))
+            task.write_report(out, model.heads[name], evaluator.heads[name], data.heads[name], device)
+
+    def predict(self, model: nn.Module, paths: list[Any], data: JointDataInfo, device: torch.device,
+                **options: Any) -> list[JointResult]:
+        """Every head's result per image, each head on its own preprocessing (its own pass through the backbone)."""
+        per_head = {}
+        for name, task in self.heads.items():
+            mine = {o.name for o in task.predict_options}
+            per_head[name] = task.predict(model.heads[name], paths, data.heads[name], device,
+                                          **{k: v for k, v in options.items() if k in mine})
+        return [JointResult({"image": rows[0]["image"], **{n: _record(r) for n, r in zip(per_head, rows)}}, path,
+                            dict(zip(per_head, rows)))
+                for path, rows in zip(paths, zip(*per_head.values()))]
+
+
+
+_CLASSES: dict[str, type[JointTask]] = {}
+
+
+def joint_task_class(name: str, task_class: Callable[[str], type[Task]]) -> type[JointTask]:
+    """The :class:`JointTask` subclass for ``"a+b"``: two or more distinct tasks, none of them joint itself."""
+    if name not in _CLASSES:
+        parts = name.split(SEPARATOR)
+        if len(parts) < 2 or "" in parts:
+            raise ConfigError(f"task {name!r}: a joint task names two or more tasks joined by '+' (e.g. "
+                              "classification+face)")
+        twice = sorted({p for p in parts if parts.count(p) > 1})
+        if twice:
+            raise ConfigError(f"task {name!r}: {twice[0]!r} is named twice; each head appears once")
+        for part in parts:
+            task_class(part)  # an unknown task: its one-line error, with close matches
+        first = task_class(parts[0])
+        _CLASSES[name] = type("JointTask", (JointTask,), {
+            "name": name, "head_names": tuple(parts), "default_config": f"joint/{name}",
+            "task_class": staticmethod(task_class),
+            # best.pt follows the first head's main metric
+            "main_metric": f"{first.name}/{first.main_metric}" if first.main_metric else "",
+            "main_metric_mode": first.main_metric_mode,
+            "predict_options": tuple(o for p in parts for o in task_class(p).predict_options)})
+    return _CLASSES[name]

@@ -1,0 +1,117 @@
+"""Joint runs (``task: a+b``): one registry backbone shared by several tasks' heads, trained on each head's own
+data, evaluated per head under prefixed keys, loaded and predicted like any checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import one_line_error
+
+import resvision as rv
+from resvision.cli import main
+from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_SIZES
+from resvision.engine.checkpoint import load_checkpoint
+from resvision.errors import ConfigError
+
+TINY_FACES = {"train_identities": 6, "train_images": 3, "test_identities": 10, "test_images": 3, "folds": 2,
+              "pairs_per_fold": 6}
+BACKBONE = {"name": "custom", "custom": {"block": "basic", "layers": [1, 1, 1, 1], "widths": [8, 8, 16, 16]}}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("joint_faces")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in TINY_FACES.items():
+            patch.setitem(SYNTHETIC_FACES_SIZES, key, value)
+        from resvision.datasets.synthetic_faces import synthetic_faces_dataset
+
+        synthetic_faces_dataset(root)
+    return root
+
+
+def joint_config(tiny_folder, faces, **changes):
+    config = {
+        "task": "classification+face", "name": "joint", "model": {"backbone": BACKBONE},
+        "tasks": {
+            "classification": {"data": {"format": "folder", "root": str(tiny_folder), "image_size": 16, "resize": 16},
+                               "weight": 1.0},
+            "face": {"model": {"embedding_size": 16}, "data": {"root": str(faces), "image_size": 32}, "weight": 0.5},
+        },
+        "train": {"epochs": 2, "batch_size": 6, "num_workers": 0, "progress": False, "deterministic": True},
+        "optim": {"name": "adamw", "lr": 0.01}, "sched": {"name": "constant"},
+    }
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def joint_run(tiny_folder, faces, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("joint")
+    (folder / "joint.yaml").write_text(yaml.safe_dump(joint_config(tiny_folder, faces)))
+    assert main(["train", "--config", str(folder / "joint.yaml"), "--output", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def test_one_backbone_two_heads_train_and_report_per_head(joint_run):
+    report = json.loads((joint_run / "report.json").read_text())
+    assert {"classification/top1", "face/verif_acc", "face/rank1"} <= set(report)
+    assert report["best_classification/top1"] == max(
+        r["classification/top1"] for r in map(json.loads, (joint_run / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "val")  # best.pt follows the first head's main metric
+    for head, key in (("classification", "top1"), ("face", "verif_acc")):  # each head's single-task report
+        assert json.loads((joint_run / head / "report.json").read_text())[key] == report[f"{head}/{key}"]
+    assert (joint_run / "classification/confusion_matrix.csv").is_file()
+    assert (joint_run / "face/plots/roc.png").is_file()
+    losses = [r for r in map(json.loads, (joint_run / "metrics.jsonl").read_text().splitlines())
+              if r["split"] == "train_epoch"]
+    assert {"classification/ce", "face/ce"} <= set(losses[0])
+    # one backbone: the heads' models hold the very same module, trained once, stored once per name
+    model = rv.load(joint_run / "checkpoints/last.pt").model
+    assert model.heads["classification"].backbone is model.backbone is model.heads["face"].backbone
+    state = load_checkpoint(joint_run / "checkpoints/last.pt")["model"]
+    for name, tensor in state.items():
+        if name.startswith("backbone."):
+            for head in ("classification", "face"):
+                torch.testing.assert_close(state[f"heads.{head}.{name}"], tensor)
+
+
+def test_a_joint_checkpoint_evaluates_and_predicts_every_head(joint_run, tiny_folder, faces):
+    report = json.loads((joint_run / "report.json").read_text())
+    evaluation = rv.evaluate(joint_run / "checkpoints/last.pt")
+    assert evaluation["classification/top1"] == report["classification/top1"]
+    assert evaluation["face/verif_acc"] == pytest.approx(report["face/verif_acc"], abs=1e-12)
+    predictor = rv.load(joint_run / "checkpoints/last.pt")
+    image = sorted((tiny_folder / "val").rglob("*.png"))[0]
+    (result,) = predictor(image)
+    single = result.heads["classification"]
+    assert result["classification"]["topk"] == single["topk"] and single.label in ("red", "green", "blue")
+    assert np.linalg.norm(result.heads["face"].embedding) == pytest.approx(1, abs=1e-5)
+    assert set(result.to_dict()) == {"image", "classification", "face"}
+    picture = result.plot()
+    assert picture.shape[1] == sum(r.plot().shape[1] for r in result.heads.values())
+    # not built yet: one ONNX file for every head (refused in one line, nothing written)
+    assert main(["export", "--checkpoint", str(joint_run / "checkpoints/last.pt"), "--output",
+                 str(joint_run.parent / "joint.onnx")]) == 2
+    assert not (joint_run.parent / "joint.onnx").exists()
+
+
+def test_joint_config_mistakes_are_one_line_errors(tiny_folder, faces, tmp_path):
+    def check(fragments, **changes):
+        one_line_error(ConfigError, fragments, lambda: rv.build_task(rv.tasks.config_from_dict(
+            joint_config(tiny_folder, faces, **changes))))
+
+    base = joint_config(tiny_folder, faces)
+    check(["'classification'", "named twice"], task="classification+classification")
+    check(["clasification", "did you mean 'classification'"], task="clasification+face")
+    check(["tasks", "one entry per head", "classification, face"], tasks={"classification": {}})
+    check(["tasks.face", "model.decoder"], tasks={**base["tasks"], "face": {"model": {"decoder": "fpn"}}})
+    check(["tasks.face.model.backbone", "model.backbone"], tasks={**base["tasks"], "face": {"model": {"backbone": {}}}})
+    check(["tasks.face.weight", "> 0"], tasks={**base["tasks"], "face": {"weight": 0}})
+    check(["tasks.face.lr_mult", "valid: model, data, weight"], tasks={**base["tasks"], "face": {"lr_mult": 2}})
+    one_line_error(ConfigError, ["tasks:", "task classification has one"], rv.tasks.config_from_dict,
+                   {"task": "classification", "tasks": {"classification": {}}})
+    assert not any(tmp_path.iterdir())
