@@ -33,6 +33,7 @@ _EXPORTS = {
     **dict.fromkeys(["DataInfo", "Task", "build_task", "create_model", "list_tasks", "load_config", "register_task"],
                     ".tasks"),
     **dict.fromkeys(["list_heads", "register_head"], ".tasks.heads"),
+    "extract_head": ".tasks.joint",
 }
 _SUBPACKAGES = ("backbone", "config", "datasets", "deploy", "engine", "errors", "predictor", "reports", "runs", "tasks")
 

@@ -109,6 +109,11 @@ def build_parser(predict_options: bool = True) -> argparse.ArgumentParser:
     config.add_argument("--task", help="task name (its default config)")
     config.add_argument("--config", help="YAML config")
     config.add_argument("overrides", nargs="*", metavar="key=value")
+    extract = sub.add_parser("extract", help="write one head of a joint checkpoint (task a+b) as a single-task "
+                             "checkpoint")
+    extract.add_argument("--checkpoint", required=True, help="a joint run's checkpoint (.pt)")
+    extract.add_argument("--head", required=True, help="the head to keep, e.g. detection")
+    extract.add_argument("--output", help="the new checkpoint (default <checkpoint stem>_<head>.pt beside it)")
     sub.add_parser("zoo", help="table of the registered ResNets (params, MACs, features); `zoo --help` for options")
     return parser
 
@@ -299,13 +304,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    from .tasks.joint import extract_head
+
+    print(f"single-task checkpoint: {extract_head(args.checkpoint, args.head, args.output)}")
+    return 0
+
+
 def _brief(value: Any) -> str:
     """How the printed results show what JSON cannot hold (a predicted mask: its shape; the files have it)."""
     shape = getattr(value, "shape", None)
     return f"<array {'x'.join(map(str, shape))}>" if shape is not None else str(value)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "config": cmd_config}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "config": cmd_config,
+            "extract": cmd_extract}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,3 +115,38 @@ def test_joint_config_mistakes_are_one_line_errors(tiny_folder, faces, tmp_path)
     one_line_error(ConfigError, ["tasks:", "task classification has one"], rv.tasks.config_from_dict,
                    {"task": "classification", "tasks": {"classification": {}}})
     assert not any(tmp_path.iterdir())
+
+
+def test_a_head_extracted_is_a_single_task_checkpoint_and_a_backbone_starts_a_joint_run(joint_run, tiny_folder,
+                                                                                         faces, tmp_path, capsys):
+    joint = joint_run / "checkpoints/last.pt"
+    report = json.loads((joint_run / "report.json").read_text())
+    assert main(["extract", "--checkpoint", str(joint), "--head", "classification", "--output",
+                 str(tmp_path / "cls.pt")]) == 0
+    single = load_checkpoint(tmp_path / "cls.pt")
+    assert single["task"] == "classification" and single["config"]["task"] == "classification"
+    assert single["metrics"]["top1"] == report["classification/top1"]
+    assert rv.evaluate(tmp_path / "cls.pt")["top1"] == report["classification/top1"]  # what the joint run measured
+    files = sorted(str(p) for p in (tiny_folder / "val").rglob("*.png"))[:3]
+    assert [r.to_dict() for r in rv.load(tmp_path / "cls.pt")(files)] == [
+        {"image": r.image, **r["classification"]} for r in rv.load(joint)(files)]
+    face = rv.extract_head(joint, "face", tmp_path / "face.pt")
+    assert rv.evaluate(face)["verif_acc"] == pytest.approx(report["face/verif_acc"], abs=1e-12)
+    # mistakes: one line, exit 2, nothing written
+    for argv, fragment in ((["--head", "detection"], "no head 'detection' (its heads: classification, face)"),
+                           (["--head", "face", "--output", str(face)], "exists")):
+        capsys.readouterr()
+        assert main(["extract", "--checkpoint", str(joint), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and fragment in err and "\n" not in err
+    one_line_error(rv.UserError, ["single-task 'classification' checkpoint"], rv.extract_head, tmp_path / "cls.pt",
+                   "classification", tmp_path / "again.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.pt", "eval", "face.pt"]  # eval: the two evaluations
+    # the other way: a single-task checkpoint's backbone (strictly loaded) starts a joint run
+    config = joint_config(tiny_folder, faces, train={"epochs": 1, "max_iters": 1, "batch_size": 6, "num_workers": 0,
+                                                     "progress": False})
+    config["model"]["backbone"] = {**BACKBONE, "pretrained": str(face)}
+    started = rv.build_task(rv.tasks.config_from_dict(config))
+    model = started.build_model(started.data_from_meta(load_checkpoint(joint)["meta"]))
+    for name, tensor in model.backbone.state_dict().items():
+        torch.testing.assert_close(tensor, single["model"][f"backbone.{name}"])

@@ -1,6 +1,7 @@
 """Joint runs: one backbone shared by several tasks' heads (``task: a+b``)."""
 
-from .task import JointBatch, JointDataInfo, JointEvaluator, JointModel, JointResult, JointTask, joint_task_class
+from .task import (JointBatch, JointDataInfo, JointEvaluator, JointModel, JointResult, JointTask, extract_head,
+                   joint_task_class)
 
-__all__ = ["JointBatch", "JointDataInfo", "JointEvaluator", "JointModel", "JointResult", "JointTask",
+__all__ = ["JointBatch", "JointDataInfo", "JointEvaluator", "JointModel", "JointResult", "JointTask", "extract_head",
            "joint_task_class"]

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from ...config import BackboneConfig, check_config, setting
-from ...errors import ConfigError
+from ...errors import ConfigError, UserError
 from ..base import DataInfo, Evaluator, Task
 from ..result import Result, captioned
 
@@ -334,3 +334,38 @@ def joint_task_class(name: str, task_class: Callable[[str], type[Task]]) -> type
             "main_metric_mode": first.main_metric_mode,
             "predict_options": tuple(o for p in parts for o in task_class(p).predict_options)})
     return _CLASSES[name]
+
+
+def extract_head(checkpoint: str | Path, head: str, output: str | Path | None = None) -> Path:
+    """Write one head of a joint checkpoint, with the shared backbone, as a single-task checkpoint (``output``,
+    default ``<checkpoint stem>_<head>.pt`` beside it) that every single-task tool loads: its weights (and EMA
+    weights), its config (the head's ``model`` / ``data`` with the shared backbone, train, optim, ...), its meta and
+    its metrics without the prefix. Optimizer and schedule states are not carried (a fine-tuning run starts anew)."""
+    from ...engine.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    heads = str(state.get("task", "")).split(SEPARATOR)
+    if len(heads) < 2:
+        raise UserError(f"{checkpoint} is a single-task {state.get('task')!r} checkpoint: it has no heads to extract")
+    if head not in heads:
+        raise UserError(f"{checkpoint} has no head {head!r} (its heads: {', '.join(heads)})")
+    config = {k: v for k, v in state["config"].items() if k != "tasks"}
+    entry = state["config"]["tasks"][head] or {}
+    config.update(task=head, model={**(entry.get("model") or {}), "backbone": config["model"]["backbone"]},
+                  data=entry.get("data") or {})
+    prefix = f"heads.{head}."
+
+    def own(weights: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        return None if weights is None else {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+    single = {"model": own(state["model"]), "task": head, "backbone": state["backbone"], "config": config,
+              "meta": state["meta"]["heads"][head], "epoch": state.get("epoch"), "global_step": state.get("global_step"),
+              "metrics": {k.split("/", 1)[1]: v for k, v in (state.get("metrics") or {}).items()
+                          if k.startswith(head + "/")},
+              "extracted_from": str(checkpoint)}
+    if state.get("ema") is not None:
+        single["ema"] = own(state["ema"])
+    path = Path(output) if output else Path(checkpoint).with_name(f"{Path(checkpoint).stem}_{head}.pt")
+    if path.exists():
+        raise UserError(f"{path} exists: choose another --output")
+    return save_checkpoint(single, path)
