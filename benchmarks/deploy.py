@@ -236,7 +236,7 @@ def bench_detection(s, tmp: Path) -> list[str]:
     from resvision.deploy import OnnxRunner
     from resvision.deploy.export import export_to_onnx
     from resvision.tasks.detection.model import DetectorSettings, build_faster_rcnn
-    from resvision.tasks.detection.task import OneImageDetector
+    from resvision.tasks.detection.onnx import OneImageDetector
 
     rows, profiles = [], []
     cases = [("800x1333 (torchvision default)", 800, 1333, (800, 1199)), ("demo size (min 160 / max 240)", 160, 240, (150, 200))]

@@ -15,18 +15,17 @@ from torch.utils.data import Dataset, default_collate
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import (DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, as_rgb, build_classification_datasets, classification_transforms,
-                         image_label, read_image)
+from ...datasets import IMAGENET_MEAN, IMAGENET_STD, build_classification_datasets, classification_transforms, read_image
 from ...errors import ConfigError, DataError
 from ...modes import eval_mode
 from ...reports import save_image_grid
 from ..base import Batch, DataInfo, Task
-from ..options import BUILTIN_PREDICT_OPTIONS
 from ..heads import build_head
 from .evaluator import ClassificationEvaluator
 from .gradcam import grad_cam
 from .model import ImageClassifier
-from .results import ClassificationResult
+from .onnx import ClassificationExport
+from .results import ClassificationPrediction
 
 
 @dataclass
@@ -109,15 +108,13 @@ class IndexedDataset(Dataset):
         self.dataset.set_epoch(epoch)
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ClassificationExport, ClassificationPrediction, Task):
     name = "classification"
     description = "image classification (folder / CSV / built-in digits)"
     ModelConfig = ClassificationModelConfig
     DataConfig = ClassificationDataConfig
     default_config = "classification/classifier_resnet20_digits"
     main_metric = "top1"
-    predict_options = BUILTIN_PREDICT_OPTIONS["classification"]
-    onnx_postprocess = ("none", "softmax")
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -183,25 +180,6 @@ class ClassificationTask(Task):
     def evaluation_step(self, model: nn.Module, batch: ClassificationBatch):
         return model(batch.images), (batch.labels, batch.indices)
 
-    # ------------------------------------------------------------------ deploy
-    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
-        return ("probs",) if postprocess == "softmax" else ("logits",)
-
-    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
-        return nn.Sequential(model, nn.Softmax(dim=1)) if postprocess == "softmax" else model
-
-    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
-        """Evaluation's whole pipeline, spelled out for a consumer of the file that has none of this code."""
-        d = self.cfg.data
-        resize = d.resize if d.resize is not None else round(d.image_size / DEFAULT_CROP_PCT)
-        return {**super().preprocessing(model), "resize": resize, "channel_order": "RGB (grey and palette images "
-                "converted, alpha composited on white)",
-                "steps": [f"resize so the shorter side is {resize} px: each side max(1, round(side * {resize} / shorter "
-                          "side)), Python's round (half to even), with OpenCV cv2.resize, INTER_AREA when shrinking, "
-                          "INTER_LINEAR otherwise",
-                          f"centre crop {d.image_size} x {d.image_size} (top-left at floor((size - crop) / 2))",
-                          "float32 / 255, then (x - mean) / std per channel", "HWC -> CHW, add the batch axis"]}
-
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: ClassificationEvaluator, data: DataInfo,
                      device: torch.device) -> None:
@@ -252,43 +230,6 @@ class ClassificationTask(Task):
             true = evaluator.class_names[source.samples[idx][1]]
             captions.append(f"true {true} / pred {evaluator.class_names[int(pred)]}")
         save_image_grid(shown, captions, run_dir / "plots" / "gradcam.png", "Grad-CAM of the predicted class", cols=4)
-
-    # ------------------------------------------------------------------ prediction
-    @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: DataInfo, device: torch.device, topk: int = 5,
-                batch_size: int = 32) -> list[dict[str, Any]]:
-        """Top-k classes for each image (a file, or any image ``datasets.as_rgb`` takes):
-        ``ClassificationResult`` ``{"image", "topk": [{"label", "index", "prob"}]}`` (``.label``, ``.score``, ``.top5``,
-        ``.probs``)."""
-        transform = self.transforms(False)
-        names = data.classes
-        results = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images = torch.stack([transform(as_rgb(p)) for p in chunk]).to(device)
-            probs = model(images).float().softmax(dim=1)
-            top_p, top_c = probs.topk(min(topk, probs.shape[1]), dim=1)
-            for i, (path, ps, cs, every) in enumerate(zip(chunk, top_p.tolist(), top_c.tolist(), probs.cpu().numpy()),
-                                                      start):
-                results.append(ClassificationResult({"image": image_label(path, i), "topk": [
-                    {"label": names[c] if c < len(names) else str(c), "index": c, "prob": round(p, 6)} for p, c in zip(ps, cs)
-                ]}, path, every))
-        return results
-
-
-    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DataInfo) -> list[Path]:
-        """predictions.json, a picture per image (its top classes above it) and predictions.csv (image, best label
-        and probability, the top-k)."""
-        written = super().write_predictions(results, out_dir, data)
-        path = out_dir / "predictions.csv"
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "label", "prob", "topk"])
-            for r in results:
-                best = r["topk"][0]
-                writer.writerow([r["image"], best["label"], best["prob"],
-                                 ";".join(f"{t['label']}:{t['prob']:.4f}" for t in r["topk"])])
-        return [*written, path]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

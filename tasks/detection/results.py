@@ -1,11 +1,22 @@
-"""Detection's result object: the boxes found in one image."""
+"""Detection's prediction part: the result object (the boxes found in one image), ``draw_boxes`` and
+:class:`DetectionPrediction`, the task's ``predict`` / ``write_predictions``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
+from torch import nn
 
+from ...datasets import as_rgb, image_label
+from ..options import BUILTIN_PREDICT_OPTIONS
 from ..result import Result
+
+if TYPE_CHECKING:
+    from .task import DetectionDataInfo
 
 
 class DetectionResult(Result):
@@ -56,3 +67,38 @@ def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names:
         image = draw_bounding_boxes(image, torch.as_tensor(predicted, dtype=torch.float).reshape(-1, 4), labels=names,
                                     colors="red", width=2)
     return image.permute(1, 2, 0).numpy()
+
+
+class DetectionPrediction:
+    """Detection's prediction members, mixed into ``DetectionTask`` (before ``Task``, whose ``write_predictions`` it
+    extends)."""
+
+    predict_options = BUILTIN_PREDICT_OPTIONS["detection"]
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo, device: torch.device,
+                score_thresh: float = 0.5) -> list[dict[str, Any]]:
+        """Detections per image (a file, or any image ``datasets.as_rgb`` takes): a ``DetectionResult``
+        ``{"image", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as
+        given}]}`` (``.boxes``, ``.scores``, ``.labels``, ``.names``)."""
+        results = []
+        for index, path in enumerate(paths):
+            rgb = as_rgb(path)
+            output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
+            keep = output["scores"] >= score_thresh
+            boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
+            dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
+                     "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
+                    for b, s, k in zip(boxes, scores, labels)]
+            results.append(DetectionResult({"image": image_label(path, index), "detections": dets}, path, data.classes))
+        return results
+
+    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:
+        """predictions.json, one ``<image>_boxes.png`` per image with its boxes drawn and ``results_coco.json``
+        (COCO results format, image_id = input order)."""
+        written = super().write_predictions(results, out_dir, data)
+        coco = [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
+                 "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                for image_id, r in enumerate(results) for d in r["detections"]]
+        (out_dir / "results_coco.json").write_text(json.dumps(coco))
+        return [*written, out_dir / "results_coco.json"]

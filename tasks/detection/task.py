@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 from ...backbone import build_backbone_from_config
 from ...backbone.weights import fetch_url, load_strict, read_state_dict, torchvision_cache_path, torchvision_weights_url
 from ...config import BackboneConfig, setting
-from ...datasets import as_rgb, image_label, read_image
+from ...datasets import read_image
 from ...datasets.coco import load_coco
 from ...datasets.detection import DetectionData, DetectionDataset, detection_collate
 from ...datasets.voc import load_voc
@@ -25,10 +24,10 @@ from ...datasets.shapes import load_shapes
 from ...errors import ConfigError
 from ...reports import save_image_grid
 from ..base import Batch, DataInfo, Task
-from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import DetectionEvaluator
 from .model import DetectorSettings, build_faster_rcnn, set_frozen_bn_eps
-from .results import DetectionResult, draw_boxes
+from .onnx import DetectionExport
+from .results import DetectionPrediction, draw_boxes
 
 log = logging.getLogger("resvision")
 
@@ -95,7 +94,7 @@ class DetectionDataInfo(DataInfo):
     meta_fields = ("classes", "category_ids")
 
 
-class DetectionTask(Task):
+class DetectionTask(DetectionExport, DetectionPrediction, Task):
     name = "detection"
     description = "Faster R-CNN + FPN object detection (COCO / VOC / built-in shapes)"
     ModelConfig = DetectionModelConfig
@@ -103,14 +102,7 @@ class DetectionTask(Task):
     Data = DetectionDataInfo
     default_config = "detection/fasterrcnn_smallresnet_shapes"
     main_metric = "bbox_AP"
-    predict_options = BUILTIN_PREDICT_OPTIONS["detection"]
     results_format = "COCO results JSON ([{image_id, category_id, bbox: [x, y, w, h], score}])"
-    onnx_batched = False  # torchvision's ONNX path: one (3, H, W) image per call
-    onnx_dynamic_axes = {1: "height", 2: "width"}
-    onnx_parity_limits = {"label_agreement": (">=", 1.0), "max_box_diff_px": ("<=", 0.5), "max_score_diff": ("<=", 1e-3)}
-    # INT8: the backbone + FPN, the RPN head's convolutions and the box head's two fc layers, where the time goes;
-    # box decoding, NMS, RoIAlign and the class / box predictors stay float32 (docs/benchmarks.md, "INT8 detection")
-    int8_scopes = ("/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_head/")
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone.body
@@ -203,68 +195,6 @@ class DetectionTask(Task):
             save_image_grid(images, captions, Path(run_dir) / "plots" / "predictions.png",
                             "Validation predictions (green: ground truth, red: detections >= 0.5)", cols=4)
 
-    # ------------------------------------------------------------------ deploy
-    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
-        return ("boxes", "labels", "scores")
-
-    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
-        return OneImageDetector(model)
-
-    def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        return [(image,) for image in batch.images]
-
-    def onnx_model(self, runner) -> nn.Module:
-        from .onnx import OnnxDetector
-
-        return OnnxDetector(runner)
-
-    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Detections compared in order (both sorted by score): the fraction with the same label over the
-        larger count, and the largest box / score difference among the common ones."""
-        n_ref, n_got = len(reference["labels"]), len(exported["labels"])
-        n = min(n_ref, n_got)
-        same = int((reference["labels"][:n] == exported["labels"][:n]).sum())
-        box = (reference["boxes"][:n].float() - exported["boxes"][:n].float()).abs()
-        score = (reference["scores"][:n].float() - exported["scores"][:n].float()).abs()
-        return {"label_agreement": same / max(n_ref, n_got, 1), "max_box_diff_px": float(box.max()) if n else 0.0,
-                "max_score_diff": float(score.max()) if n else 0.0, "detections": float(n_ref)}
-
-    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
-        t = model.transform
-        return {"input": "one RGB image, float32, CHW, pixel values / 255; resizing (min_size / max_size) and mean / "
-                         "std normalisation happen inside the graph", "min_size": list(t.min_size),
-                "max_size": t.max_size, "mean": t.image_mean, "std": t.image_std,
-                "outputs": "boxes (x1, y1, x2, y2 pixels of the input), labels (1-based class index), scores"}
-
-    # ------------------------------------------------------------------ prediction
-    @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: DetectionDataInfo, device: torch.device,
-                score_thresh: float = 0.5) -> list[dict[str, Any]]:
-        """Detections per image (a file, or any image ``datasets.as_rgb`` takes): a ``DetectionResult``
-        ``{"image", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as
-        given}]}`` (``.boxes``, ``.scores``, ``.labels``, ``.names``)."""
-        results = []
-        for index, path in enumerate(paths):
-            rgb = as_rgb(path)
-            output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
-            keep = output["scores"] >= score_thresh
-            boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
-            dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
-                     "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
-                    for b, s, k in zip(boxes, scores, labels)]
-            results.append(DetectionResult({"image": image_label(path, index), "detections": dets}, path, data.classes))
-        return results
-
-    def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:
-        """predictions.json, one ``<image>_boxes.png`` per image with its boxes drawn and ``results_coco.json``
-        (COCO results format, image_id = input order)."""
-        written = super().write_predictions(results, out_dir, data)
-        coco = [{"image_id": image_id, "category_id": d["category_id"], "score": d["score"],
-                 "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
-                for image_id, r in enumerate(results) for d in r["detections"]]
-        (out_dir / "results_coco.json").write_text(json.dumps(coco))
-        return [*written, out_dir / "results_coco.json"]
-
 
 def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> None:
     """Whole-detector weights: ``torchvision:<WEIGHTS>`` of ``fasterrcnn_resnet50_fpn`` or a file
@@ -289,15 +219,3 @@ def load_detector_weights(model: nn.Module, spec: str, backbone_name: str) -> No
         state = {k: v for k, v in state.items() if k not in head} | {k: own[k] for k in head}
     load_strict(model, state, f"model.pretrained {path}")
     log.info("loaded detector weights from %s", path)
-
-
-class OneImageDetector(nn.Module):
-    """What detection exports: torchvision's detector on one image, returning ``(boxes, labels, scores)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model([image])[0]
-        return out["boxes"], out["labels"], out["scores"]

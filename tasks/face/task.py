@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,15 +19,15 @@ from torch.utils.data import default_collate
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import (ClassificationDataset, FaceEvalSet, as_rgb, face_transforms, identity_folder_samples, image_label,
-                         read_image, synthetic_faces_dataset)
-from ...errors import ConfigError, DataError, UserError
+from ...datasets import (ClassificationDataset, FaceEvalSet, face_transforms, identity_folder_samples, read_image,
+                         synthetic_faces_dataset)
+from ...errors import ConfigError, DataError
 from ..base import Batch, DataInfo, Task
-from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import FaceEvaluator
 from .margin import build_margin
 from .model import FaceModel, flip_embeddings
-from .results import FaceResult
+from .onnx import FaceExport
+from .results import FacePrediction
 
 log = logging.getLogger("resvision")
 
@@ -101,7 +100,7 @@ class FaceDataInfo(DataInfo):
     meta_fields: ClassVar[tuple[str, ...]] = ("classes", "threshold")
 
 
-class FaceTask(Task):
+class FaceTask(FaceExport, FacePrediction, Task):
     name = "face"
     description = "face recognition: ArcFace / CosFace, LFW pairs / insightface .bin verification (built-in synthetic faces)"
     ModelConfig = FaceModelConfig
@@ -109,8 +108,6 @@ class FaceTask(Task):
     Data = FaceDataInfo
     default_config = "face/arcface_smallresnet_synthetic"
     main_metric = "verif_acc"
-    predict_options = BUILTIN_PREDICT_OPTIONS["face"]
-    onnx_parity_limits = {"min_cosine": (">=", 0.9999)}
 
     # ------------------------------------------------------------------ building
     def transforms(self, train: bool):
@@ -214,107 +211,6 @@ class FaceTask(Task):
     def evaluation_step(self, model: nn.Module, batch: FaceBatch):
         return flip_embeddings(model, batch.images), batch.targets
 
-    # ------------------------------------------------------------------ deploy
-    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
-        # embedding: L2-normalised, what a consumer compares; raw_embedding: before normalisation, what the
-        # LFW protocol sums over the image and its mirror (eval and predict with the ONNX Runtime engine)
-        return ("embedding", "raw_embedding")
-
-    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
-        return _NormalisedEmbedding(model)
-
-    def onnx_model(self, runner) -> nn.Module:
-        from ...deploy.runtime import OnnxModel
-
-        return OnnxModel(runner, output="raw_embedding")
-
-    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
-        cosine = min(float(F.cosine_similarity(reference[k].float(), exported[k].float(), dim=1).min()) for k in reference)
-        return {"min_cosine": cosine}
-
-    def set_export_size(self, size: tuple[int, int]) -> None:
-        side = self.cfg.data.image_size
-        if tuple(size) != (side, side):
-            raise UserError(f"--image-size {size[0]} {size[1]}: a face model's input size is fixed at {side}x{side} "
-                            "(data.image_size: its embedding layer reads the final feature map whole)")
-
-    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
-        return {**super().preprocessing(model), "aligned": "faces aligned to the ArcFace 112x112 template "
-                "(tools/align_faces.py) and resized to image_size" if self.cfg.data.align else "as in training"}
-
-    # ------------------------------------------------------------------ results
-    @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: FaceDataInfo, device: torch.device,
-                threshold: float | None = None,
-                gallery: str | None = None) -> list[dict[str, Any]]:
-        """A ``FaceResult`` per image (a file, or any image ``datasets.as_rgb`` takes; aligned first with
-        ``data.align``): its face's ``embedding`` (``.similarity(other)``). For exactly two images, also their cosine similarity and the same / different decision at ``threshold`` (default: the checkpoint's
-        verif_threshold); with ``gallery``, the most similar known person of each face (the mean embedding of
-        that person's gallery images), or ``unknown`` below the threshold."""
-        threshold = data.threshold if threshold is None else threshold
-        faces, results = self._faces(paths)
-        emb = self._embed(model, [face for _, face in faces], device)
-        for (i, _), e in zip(faces, emb):
-            results[i]["embedding"] = e.round(6).tolist()
-        if gallery is not None:
-            people, centres = self._gallery(model, gallery, device)
-            for (i, _), e in zip(faces, emb):
-                scores = centres @ e
-                best = int(scores.argmax())
-                known = threshold is None or scores[best] > threshold
-                results[i]["identity"] = people[best] if known else "unknown"
-                results[i]["identity_similarity"] = round(float(scores[best]), 6)
-                results[i]["nearest"] = people[best]
-        if len(paths) == 2 and len(faces) == 2:
-            similarity = float(emb[0] @ emb[1])
-            pair = {"similarity": round(similarity, 6), "threshold": threshold,
-                    "same": None if threshold is None else similarity > threshold}
-            for r in results:
-                r["pair"] = pair
-        return results
-
-    def _embed(self, model: nn.Module, faces: list[np.ndarray], device: torch.device, batch_size: int = 32) -> np.ndarray:
-        transform = self.transforms(False)
-        out = [np.zeros((0, self.cfg.model.embedding_size), np.float32)]
-        for start in range(0, len(faces), batch_size):
-            images = torch.stack([transform(face) for face in faces[start:start + batch_size]]).to(device)
-            out.append(flip_embeddings(model, images).cpu().numpy())
-        return np.concatenate(out)
-
-    def _gallery(self, model: nn.Module, folder: str, device: torch.device) -> tuple[list[str], np.ndarray]:
-        """Names of the gallery's people and their normalised mean embeddings."""
-        samples, people = identity_folder_samples(folder)
-        faces, _ = self._faces([path for path, _ in samples])
-        emb = self._embed(model, [face for _, face in faces], device)
-        labels = np.array([samples[i][1] for i, _ in faces], dtype=np.int64)
-        found = [k for k in range(len(people)) if (labels == k).any()]
-        if len(found) < len(people):
-            log.warning("--gallery: no face found for %d of %d people, left out", len(people) - len(found), len(people))
-        if not found:
-            raise DataError(f"--gallery {folder}: no face found in any image")
-        centres = np.stack([emb[labels == k].mean(0) for k in found])
-        return [people[k] for k in found], centres / np.linalg.norm(centres, axis=1, keepdims=True)
-
-    def _faces(self, paths: list[Any]) -> tuple[list[tuple[int, np.ndarray]], list[FaceResult]]:
-        """``(result index, face pixels)`` for each image with a face, and one result dict per image; with
-        ``data.align`` the largest face is detected and aligned, an image without a face is listed, not fatal."""
-        results = [FaceResult({"image": image_label(p, i)}, p) for i, p in enumerate(paths)]
-        aligner = None
-        if self.cfg.data.align:
-            from .align import FaceAligner
-
-            aligner = FaceAligner(size=self.cfg.data.image_size)
-        faces = []
-        for i, path in enumerate(paths):
-            image = as_rgb(path)
-            face = aligner.align(image) if aligner is not None else image
-            if face is None:
-                results[i]["error"] = "no face found"
-                log.warning("%s: no face found, skipped", results[i]["image"])
-                continue
-            faces.append((i, face))
-        return faces, results
-
 
 def _whole_image_fallback(src: Path, dst: Path, relative: list[str], size: int) -> None:
     """Write each listed image of ``src``, resized to ``size`` x ``size``, where its aligned crop would be: the
@@ -340,15 +236,3 @@ def _check_pairs(eval_set: FaceEvalSet, source: Any, folds: int = 10) -> None:
     if len(eval_set.pairs) < folds or not same or not different:
         raise DataError(f"{source}: {len(eval_set.pairs)} pairs ({same} same-person, {different} different-person); "
                         f"the {folds}-fold protocol needs at least {folds} pairs and some of each kind")
-
-
-class _NormalisedEmbedding(nn.Module):
-    """What face exports: ``(L2-normalised embedding, raw embedding)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self.model(images)
-        return F.normalize(raw.float(), dim=1), raw

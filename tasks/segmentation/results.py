@@ -1,13 +1,21 @@
-"""Segmentation's result object: the class of every pixel of one image."""
+"""Segmentation's prediction part: the result object (the class of every pixel of one image), ``overlay`` and
+:class:`SegmentationPrediction`, the task's ``predict``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from ...datasets import write_mask
+from ...datasets import as_rgb, image_label, write_mask
+from ..options import BUILTIN_PREDICT_OPTIONS
 from ..result import Result
+
+if TYPE_CHECKING:
+    from .task import SegmentationDataInfo
 
 
 class SegmentationResult(Result):
@@ -46,3 +54,31 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float
     blend = rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
     out = np.where((mask != 0)[..., None], blend, rgb.astype(np.float32))
     return out.round().astype(np.uint8)
+
+
+class SegmentationPrediction:
+    """Segmentation's prediction members, mixed into ``SegmentationTask``; uses the core's ``transforms`` and
+    ``logits`` (evaluation runs the model the same way). ``write_predictions`` is ``Task``'s (each result saves its
+    mask)."""
+
+    predict_options = BUILTIN_PREDICT_OPTIONS["segmentation"]
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo,
+                device: torch.device) -> list[dict[str, Any]]:
+        """Per image (a file, or any image ``datasets.as_rgb`` takes): a ``SegmentationResult`` ``{"image", "height",
+        "width", "pixels": {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class
+        indices at the image's own size (``save`` writes it as a palette PNG beside the overlay)."""
+        transform = self.transforms(False)
+        palette = data.palette()
+        results = []
+        for index, path in enumerate(paths):
+            rgb = as_rgb(path)
+            tensor, _ = transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
+            mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
+            counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
+            pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
+            results.append(SegmentationResult({"image": image_label(path, index), "height": int(mask.shape[0]),
+                                               "width": int(mask.shape[1]), "pixels": pixels, "mask": mask},
+                                              path, data.classes, palette))
+        return results

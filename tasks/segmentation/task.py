@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,6 @@ from torch import nn
 
 from ...backbone import build_backbone_from_config
 from ...config import BackboneConfig, setting
-from ...datasets import IMAGENET_MEAN, IMAGENET_STD, as_rgb, image_label
 from ...datasets.coco import load_coco_segmentation
 from ...datasets.masks import voc_colormap
 from ...datasets.segmentation import SegmentationData, SegmentationDataset, load_mask_folders, verify_segmentation
@@ -25,10 +24,10 @@ from ...errors import ConfigError
 from ...modes import eval_mode
 from ...reports import save_image_grid
 from ..base import Batch, DataInfo, Task
-from ..options import BUILTIN_PREDICT_OPTIONS
 from .evaluator import SegmentationEvaluator
-from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits, pad_to_multiple
-from .results import SegmentationResult, overlay
+from .model import DEEPLAB_OUTPUT_STRIDE, SegmentationLoss, SegmentationModel, infer_logits
+from .onnx import SegmentationExport
+from .results import SegmentationPrediction, overlay
 
 log = logging.getLogger("resvision")
 
@@ -127,7 +126,7 @@ class SegmentationDataInfo(DataInfo):
         return palette
 
 
-class SegmentationTask(Task):
+class SegmentationTask(SegmentationExport, SegmentationPrediction, Task):
     name = "segmentation"
     description = "FPN / U-Net semantic segmentation (VOC / mask folders / COCO / built-in shapes)"
     ModelConfig = SegmentationModelConfig
@@ -135,10 +134,6 @@ class SegmentationTask(Task):
     Data = SegmentationDataInfo
     default_config = "segmentation/fpn_smallresnet_shapes"
     main_metric = "mIoU"
-    predict_options = BUILTIN_PREDICT_OPTIONS["segmentation"]
-    onnx_postprocess = ("none", "argmax")
-    onnx_parity_limits = {"argmax_agreement": (">=", 0.999)}
-    onnx_dynamic_axes = {2: "height", 3: "width"}
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -279,35 +274,6 @@ class SegmentationTask(Task):
         i = self.cfg.model.inference
         return infer_logits(model, images, mode=i.mode, window=i.window, stride=i.stride, flip=i.flip)
 
-    # ------------------------------------------------------------------ deploy
-    def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
-        return ("mask",) if postprocess == "argmax" else ("logits",)
-
-    def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
-        return _PaddedForward(model, argmax=postprocess == "argmax")
-
-    def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        return [(pad_to_multiple(batch.images, model.pad_to),)]
-
-    def onnx_model(self, runner) -> nn.Module:
-        from .onnx import OnnxSegmenter
-
-        return OnnxSegmenter(runner, runner.info["preprocessing"]["pad_to"])
-
-    def parity(self, reference: dict[str, torch.Tensor], exported: dict[str, torch.Tensor]) -> dict[str, float]:
-        if "mask" in reference:
-            return {"argmax_agreement": float((reference["mask"] == exported["mask"]).float().mean())}
-        ref, got = reference["logits"].float(), exported["logits"].float()
-        return {"argmax_agreement": float((ref.argmax(1) == got.argmax(1)).float().mean()),
-                "max_abs_diff": float((ref - got).abs().max())}
-
-    def preprocessing(self, model: nn.Module) -> dict[str, Any]:
-        i = self.cfg.model.inference
-        return {"input": "RGB, float32, NCHW, pixel values / 255, then (x - mean) / std per channel; pad bottom / "
-                         f"right with 0 to a multiple of {model.pad_to} and crop the output back",
-                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "pad_to": model.pad_to,
-                "inference": {"mode": i.mode, "window": i.window, "stride": i.stride, "flip": i.flip}}
-
     # ------------------------------------------------------------------ reports
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: SegmentationEvaluator,
                      data: SegmentationDataInfo, device: torch.device) -> None:
@@ -332,28 +298,6 @@ class SegmentationTask(Task):
                         legend={name: palette[i] for i, name in enumerate(data.classes) if i}
                         | {"ignored": palette[data.ignore_index % 256]})
 
-    # ------------------------------------------------------------------ prediction
-    @torch.inference_mode()
-    def predict(self, model: nn.Module, paths: list[Any], data: SegmentationDataInfo,
-                device: torch.device) -> list[dict[str, Any]]:
-        """Per image (a file, or any image ``datasets.as_rgb`` takes): a ``SegmentationResult`` ``{"image", "height",
-        "width", "pixels": {class: fraction of the image}, "mask"}``, where ``mask`` is the ``(H, W)`` array of class
-        indices at the image's own size (``save`` writes it as a palette PNG beside the overlay)."""
-        transform = self.transforms(False)
-        palette = data.palette()
-        results = []
-        for index, path in enumerate(paths):
-            rgb = as_rgb(path)
-            tensor, _ = transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
-            mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
-            counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
-            pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
-            results.append(SegmentationResult({"image": image_label(path, index), "height": int(mask.shape[0]),
-                                               "width": int(mask.shape[1]), "pixels": pixels, "mask": mask},
-                                              path, data.classes, palette))
-        return results
-
-
 
 def _deepest_stride(backbone: BackboneConfig) -> int:
     """The deepest declared stride of ``backbone`` as configured, from a weightless build on the meta device (raises
@@ -361,15 +305,3 @@ def _deepest_stride(backbone: BackboneConfig) -> int:
     with torch.device("meta"):
         built = build_backbone_from_config(dataclasses.replace(backbone, pretrained=None))
     return max(spec.stride for spec in built.feature_specs)
-
-
-class _PaddedForward(nn.Module):
-    """What segmentation exports: logits (or the argmax mask) of images padded to the model's ``pad_to``."""
-
-    def __init__(self, model: nn.Module, argmax: bool = False) -> None:
-        super().__init__()
-        self.model, self.argmax = model, argmax
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model.forward_padded(images)
-        return logits.argmax(1) if self.argmax else logits
