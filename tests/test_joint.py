@@ -150,3 +150,57 @@ def test_a_head_extracted_is_a_single_task_checkpoint_and_a_backbone_starts_a_jo
     model = started.build_model(started.data_from_meta(load_checkpoint(joint)["meta"]))
     for name, tensor in model.backbone.state_dict().items():
         torch.testing.assert_close(tensor, single["model"][f"backbone.{name}"])
+
+
+def _write_config(path, tiny_folder, faces, **train):
+    config = joint_config(tiny_folder, faces)
+    config["train"].update(train)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow  # two torchrun launches and a killed run, ~1 min
+def test_a_joint_run_under_torchrun_and_after_kill_9(tiny_folder, faces, tmp_path):
+    """torchrun: two processes train the joint model (every parameter used each step: no DDP unused-parameter
+    error) and the report equals a 1-process evaluation of last.pt. kill -9 during training, then --resume: the
+    same weights as the run that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    train = Path(__file__).resolve().parents[1] / "tools/train.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    config = _write_config(tmp_path / "joint.yaml", tiny_folder, faces, batch_size=4)
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               str(train), "--config", str(config), "--output", str(tmp_path / "ddp")],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp/report.json").read_text())
+    again = rv.evaluate(tmp_path / "ddp/checkpoints/last.pt")
+    assert again["classification/top1"] == report["classification/top1"]
+    assert again["face/verif_acc"] == pytest.approx(report["face/verif_acc"], abs=1e-12)
+
+    config = _write_config(tmp_path / "long.yaml", tiny_folder, faces, epochs=4, checkpoint_every=1)
+    command = [sys.executable, str(train), "--config", str(config)]
+    assert subprocess.run([*command, "--output", str(tmp_path / "straight")], env=env, capture_output=True,
+                          timeout=300).returncode == 0
+    victim = subprocess.Popen([*command, "--output", str(tmp_path / "killed")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed/checkpoints/last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        if last.is_file() and load_checkpoint(last)["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert load_checkpoint(last)["epoch"] < 4  # killed before the end
+    assert subprocess.run([*command, "--output", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True,
+                          timeout=300).returncode == 0
+    straight, resumed = (load_checkpoint(tmp_path / d / "checkpoints/last.pt") for d in ("straight", "killed"))
+    assert straight["global_step"] == resumed["global_step"]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
