@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -17,8 +16,6 @@ from typing import Any, Iterator, Mapping, Sequence
 from .errors import UserError
 
 __all__ = ["RunResult", "evaluate", "train"]
-
-log = logging.getLogger("resvision")
 
 
 @dataclass
@@ -66,8 +63,7 @@ def train(config: Any, overrides: Sequence[str] = (), *, output: str | Path | No
     if output is not None:
         cfg.output = str(output)
     trainer = Trainer(build_task(cfg), callbacks=list(callbacks), resume=resume)
-    metrics = trainer.fit()
-    log.info("run directory: %s", trainer.run_dir)
+    metrics = trainer.fit()  # logs the run folder as it starts
     return RunResult(Path(trainer.run_dir), dict(metrics))
 
 
@@ -103,6 +99,5 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), *, output: s
     cfg.output = str(out)
     built = build_task(cfg)
     runtime = onnx_module(built, checkpoint, out, overrides, config) if engine == "onnxruntime" else None
-    metrics = Trainer(built).evaluate(checkpoint, state, runtime=runtime)
-    log.info("report: %s", out / "report.json")
+    metrics = Trainer(built).evaluate(checkpoint, state, runtime=runtime)  # logs the report folder
     return RunResult(out, dict(metrics))

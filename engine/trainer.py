@@ -165,6 +165,7 @@ class Trainer:
         if dist_utils.is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
+            log.info("training into %s", self.run_dir)
 
     def _build_model(self) -> None:
         seed_everything(self.cfg.train.seed)  # same initial weights on every rank
@@ -524,4 +525,5 @@ class Trainer:
         dist_utils.barrier()
         if dist_utils.is_main_process():
             self._write_results(self.run_dir, dict(self.metrics), self.model)
+            log.info("evaluation report: %s", self.run_dir / "report.json")
         return self.metrics
