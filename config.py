@@ -100,8 +100,9 @@ class TrainConfig:
     monitor_gradients: bool = setting(False, "log per-stage gradient norms and update / weight ratios "
                                              "(gradient_flow.jsonl)")
     gradient_monitor_every: int = setting(10, "optimizer steps between gradient-flow rows", ge=1)
-    monitor: str | None = setting(None, "metric that picks best.pt and drives early stopping; null: the task's "
-                                        "main metric")
+    monitor: str | None = setting(None, "metric that picks best.pt and drives early stopping, or a weighted sum "
+                                        "(0.5*detection/bbox_AP50 + 0.5*segmentation/mIoU); null: the task's main "
+                                        "metric")
     monitor_mode: Literal["max", "min"] | None = setting(None, "whether the monitored metric is better high or low; "
                                                                "null: from the metric")
     progress: bool = setting(True, "tqdm bar on a terminal (one plain line per epoch when output is redirected); "

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UserError
 from . import distributed as dist_utils
 from .checkpoint import copy_checkpoint, save_checkpoint
 
@@ -19,6 +21,27 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 log = logging.getLogger("resvision")
+
+
+
+_TERM = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\*\s*)?([^\s*+]+)\s*")
+
+
+def monitored_value(monitor: str, metrics: dict[str, Any]) -> float:
+    """The value ``train.monitor`` names in ``metrics``: one metric (``mIoU``, a joint run's ``face/verif_acc``) or a
+    weighted sum of metrics, ``"0.5*detection/bbox_AP50 + 0.5*segmentation/mIoU"`` (numbers, names, ``*`` and ``+``
+    only: read as data, never evaluated as code). A one-line UserError names what does not parse or exist."""
+    total = 0.0
+    for term in monitor.split(" + ") if " + " in monitor else [monitor]:
+        match = _TERM.fullmatch(term)
+        if match is None:
+            raise UserError(f"train.monitor={monitor!r}: {term.strip()!r} is not a metric name or <weight>*<metric>")
+        weight, name = match.groups()
+        if name not in metrics:
+            raise UserError(f"train.monitor={monitor!r}: {name!r} is not a metric of this task "
+                            f"({', '.join(metrics)})")
+        total += float(weight or 1.0) * float(metrics[name])
+    return total
 
 
 class Callback:
@@ -163,7 +186,7 @@ class PlainProgress(Callback):
 
     def on_validation_end(self, trainer: Trainer) -> None:
         if dist_utils.is_main_process():
-            value = trainer.metrics.get(trainer.monitor, math.nan)
+            value = monitored_value(trainer.monitor, trainer.metrics) if trainer.monitor else math.nan
             log.info("epoch %d/%d  validation %s %.4f", trainer.epoch + 1, trainer.epochs, trainer.monitor, value)
 
 

@@ -87,6 +87,9 @@ def checkpoint_config(state: dict[str, Any], path: str | Path, overrides: Sequen
     else:
         raise CheckpointError(f"{path} holds no config: give --config FILE")
     clear_pretrained(cfg.model)
+    for entry in (cfg.tasks or {}).values():  # a joint run's heads: their model sections are plain dicts
+        if isinstance(entry, dict) and isinstance(entry.get("model"), dict):
+            entry["model"] = _without_pretrained(entry["model"])
     check_compatible(state, path, cfg.task, cfg.model.backbone.name)
     return cfg
 
@@ -99,6 +102,11 @@ def clear_pretrained(section: Any) -> None:
             setattr(section, f.name, None)
         elif dataclasses.is_dataclass(value):
             clear_pretrained(value)
+
+
+def _without_pretrained(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if k in ("pretrained", "pretrained_sha256") else _without_pretrained(v) if isinstance(v, dict)
+            else v for k, v in section.items()}
 
 
 def load_model_state(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:

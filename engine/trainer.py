@@ -31,7 +31,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..modes import eval_mode
 from . import distributed as dist_utils
 from .callbacks import (Callback, Checkpointer, CurvePlotter, DivergenceWatch, EarlyStopping, MetricsLogger,
-                        PlainProgress, ScheduledUnfreeze)
+                        PlainProgress, ScheduledUnfreeze, monitored_value)
 from .checkpoint import check_compatible, holds_results, load_checkpoint, load_model_state
 from .optim import apply_finetune_policy, build_optimizer, build_scheduler, epochs_for, total_updates, updates_per_epoch
 
@@ -459,9 +459,7 @@ class Trainer:
     def _track_best(self) -> None:
         if not self.monitor:  # a task that names no main metric: its evaluator's first
             self.monitor = next(iter(self.metrics))
-        value = self.metrics.get(self.monitor)
-        if value is None:
-            raise UserError(f"train.monitor={self.monitor!r} is not a metric of this task ({', '.join(self.metrics)})")
+        value = monitored_value(self.monitor, self.metrics)
         best = self.best["value"]
         better = best is None or (value > best if self.monitor_mode == "max" else value < best)
         self.improved = bool(better)

@@ -204,3 +204,21 @@ def test_a_joint_run_under_torchrun_and_after_kill_9(tiny_folder, faces, tmp_pat
     assert straight["global_step"] == resumed["global_step"]
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_best_checkpoint_follows_a_weighted_sum_of_head_metrics(tiny_folder, faces, tmp_path):
+    from resvision.engine.callbacks import monitored_value
+
+    metrics = {"classification/top1": 0.5, "face/verif_acc": 0.75}
+    assert monitored_value("0.5*classification/top1 + 2*face/verif_acc", metrics) == 0.5 * 0.5 + 2 * 0.75
+    assert monitored_value("face/verif_acc", metrics) == 0.75
+    for bad, fragment in (("2*face/verif_ac", "'face/verif_ac' is not a metric"), ("__import__('os')*2", "not a metric"),
+                          ("face/verif_acc + x**2", "'x**2' is not a metric name")):
+        one_line_error(rv.UserError, [fragment], monitored_value, bad, metrics)
+    monitor = "0.5*classification/top1 + 0.5*face/verif_acc"
+    config = _write_config(tmp_path / "joint.yaml", tiny_folder, faces, monitor=monitor, epochs=2)
+    run = rv.train(config, [f"output={tmp_path / 'run'}"])
+    rows = [r for r in map(json.loads, (run.run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "val"]
+    sums = [0.5 * r["classification/top1"] + 0.5 * r["face/verif_acc"] for r in rows]
+    report = json.loads(run.report.read_text())
+    assert report[f"best_{monitor}"] == max(sums) and report["best_epoch"] == 1 + sums.index(max(sums))
