@@ -68,18 +68,16 @@ def export_to_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], p
                    postprocess: str = "none", opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> list[str]:
     """Trace ``module`` on ``example`` into ``path`` and check it with ``onnx.checker``; the output names."""
     onnx = import_onnx()
-    outputs = list(task.onnx_output_names(postprocess))
-    batch_axis = {0: "batch"} if dynamic_batch and task.onnx_batched else {}
-    dynamic = {"images": {**batch_axis, **task.onnx_dynamic_axes}}
-    for name in outputs:
-        dynamic[name] = dict(batch_axis) if task.onnx_batched else {0: "detections"}
+    inputs = task.onnx_inputs(dynamic_batch)
+    outputs = task.onnx_outputs(postprocess, dynamic_batch)
+    dynamic = {**inputs, **outputs}
     with warnings.catch_warnings():
         # the TorchScript exporter's deprecation notice and tracer warnings about Python control flow in
         # torchvision's detection code (the parity check below is what tells whether the trace is right)
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=["images"],
-                              output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=list(inputs),
+                              output_names=list(outputs), dynamic_axes=dynamic, do_constant_folding=True)
         except torch.onnx.errors.OnnxExporterError as err:  # an operator this opset cannot express
             reason = str(err).strip().splitlines()[0].split("  [Caused by")[0] if str(err).strip() else type(err).__name__
             raise UserError(f"ONNX export at --opset {opset} failed: {reason} (try a newer opset, e.g. "
@@ -88,7 +86,7 @@ def export_to_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], p
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as err:  # noqa: BLE001
         raise UserError(f"exported {path} fails onnx.checker: {str(err).strip().splitlines()[0]}") from None
-    return outputs
+    return list(outputs)
 
 
 def _named(value: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -116,7 +114,7 @@ def parity_report(task, module: torch.nn.Module, runner: OnnxRunner, examples: l
         checks[key] = {"value": value, "limit": f"{op} {limit:g}",
                        "ok": bool(value <= limit if op == "<=" else value >= limit)}
     extra = {k: v for k, v in worst.items() if k not in checks}
-    images = sum(int(args[0].shape[0]) if task.onnx_batched else 1 for args in examples)
+    images = sum(task.example_images(args) for args in examples)
     return {"checks": checks, "other": extra, "images": images, "passed": all(c["ok"] for c in checks.values())}
 
 
@@ -147,6 +145,8 @@ def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint
         raise UserError(f"--quantize must be int8, got {quantize!r}")
     if parity_images < 1:
         raise UserError(f"--parity-images must be at least 1, got {parity_images}")
+    if quantize and len(task.onnx_inputs(dynamic_batch)) > 1:
+        raise UserError(f"--quantize int8 is not available for a graph of several inputs (task {task.name})")
     if quantize and calibration_images < 1:
         raise UserError(f"--calibration-images must be at least 1, got {calibration_images}")
     cfg = task.cfg
@@ -178,7 +178,7 @@ def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint
     info = {
         "format": "resvision-onnx/1", "task": cfg.task, "backbone": cfg.model.backbone.name,
         "config": cfg.to_dict(), "meta": state.get("meta", {}), "source": str(Path(checkpoint).name),
-        "postprocess": postprocess, "inputs": {"images": _input_layout(task, size, examples[0][0], dynamic_batch)},
+        "postprocess": postprocess, "inputs": _input_layouts(task, examples[0], dynamic_batch),
         "outputs": names, "preprocessing": task.preprocessing(model), "opset": opset,
         "exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__}", "parity": parity,
         "export_seconds": round(time.perf_counter() - started, 2),
@@ -199,13 +199,15 @@ def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint
     return info
 
 
-def _input_layout(task, size, example: torch.Tensor, dynamic_batch: bool) -> dict[str, Any]:
-    shape: list[Any] = list(example.shape)
-    if task.onnx_batched and dynamic_batch:
-        shape[0] = "batch"
-    for axis, name in task.onnx_dynamic_axes.items():
-        shape[axis] = name
-    return {"shape": shape, "dtype": "float32"}
+def _input_layouts(task, example: tuple[torch.Tensor, ...], dynamic_batch: bool) -> dict[str, Any]:
+    """Each input's shape (free axes by name) and dtype, for the file's metadata."""
+    layouts = {}
+    for (name, axes), tensor in zip(task.onnx_inputs(dynamic_batch).items(), example):
+        shape: list[Any] = list(tensor.shape)
+        for axis, axis_name in axes.items():
+            shape[axis] = axis_name
+        layouts[name] = {"shape": shape, "dtype": "float32"}
+    return layouts
 
 
 def _default_path(checkpoint: str | Path) -> Path:

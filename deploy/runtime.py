@@ -142,6 +142,13 @@ class OnnxRunner:
         values = self.session.run(None, {spec.name: a for spec, a in zip(self.inputs, arrays)})
         return dict(zip(self.output_names, values))
 
+    def placeholder(self, index: int, side: int = 32) -> np.ndarray:
+        """Zeros the shape of input ``index`` (a free batch axis: 1, a free side: ``side``): what a graph of several
+        inputs is fed for the inputs a call does not use."""
+        dims = self.inputs[index].shape
+        free = [1 if axis == 0 and len(dims) == 4 else side for axis in range(len(dims))]
+        return np.zeros([d if isinstance(d, int) else f for d, f in zip(dims, free)], dtype=np.float32)
+
 
 def _shape(dims) -> tuple:
     return tuple(d if isinstance(d, int) else str(d) for d in dims)

@@ -248,6 +248,22 @@ class Task:
         """Names of :meth:`export_module`'s outputs, in order."""
         return ("logits",)
 
+    def onnx_inputs(self, dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
+        """The graph's inputs, in :meth:`export_module`'s argument order, with their free axes: one ``images`` input
+        (its batch axis free when ``dynamic_batch`` and :attr:`onnx_batched`, plus :attr:`onnx_dynamic_axes`)."""
+        batch = {0: "batch"} if dynamic_batch and self.onnx_batched else {}
+        return {"images": {**batch, **self.onnx_dynamic_axes}}
+
+    def onnx_outputs(self, postprocess: str = "none", dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
+        """:meth:`onnx_output_names` with their free axes (the batch, or a one-image graph's detections)."""
+        batch = {0: "batch"} if dynamic_batch and self.onnx_batched else {}
+        return {name: dict(batch) if self.onnx_batched else {0: "detections"}
+                for name in self.onnx_output_names(postprocess)}
+
+    def example_images(self, args: tuple[torch.Tensor, ...]) -> int:
+        """How many images one :meth:`export_examples` argument tuple holds (the parity report counts them)."""
+        return int(args[0].shape[0]) if self.onnx_batched else 1
+
     def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
         """The eval-mode module to trace: ``images -> tensor or tuple of tensors`` named
         :meth:`onnx_output_names`. Default: the model itself (its ``forward`` is what evaluation runs)."""

@@ -93,10 +93,32 @@ def test_a_joint_checkpoint_evaluates_and_predicts_every_head(joint_run, tiny_fo
     assert set(result.to_dict()) == {"image", "classification", "face"}
     picture = result.plot()
     assert picture.shape[1] == sum(r.plot().shape[1] for r in result.heads.values())
-    # not built yet: one ONNX file for every head (refused in one line, nothing written)
-    assert main(["export", "--checkpoint", str(joint_run / "checkpoints/last.pt"), "--output",
-                 str(joint_run.parent / "joint.onnx")]) == 2
-    assert not (joint_run.parent / "joint.onnx").exists()
+
+
+def test_one_onnx_file_holds_every_head_and_eval_predict_run_it(joint_run, tiny_folder, tmp_path):
+    """export: one file, an input per head, every head's outputs under its prefix, each head parity-checked with its
+    own limits; eval and predict with ONNX Runtime on it give the torch model's results."""
+    import onnx
+
+    checkpoint = joint_run / "checkpoints/last.pt"
+    info = rv.export(checkpoint, tmp_path / "joint.onnx", quiet=True)
+    graph = onnx.load(str(tmp_path / "joint.onnx")).graph
+    assert [i.name for i in graph.input] == ["classification.images", "face.images"]
+    assert [o.name for o in graph.output] == ["classification.logits", "face.embedding", "face.raw_embedding"]
+    assert set(info["parity"]["checks"]) == {"classification/max_diff_vs_scale", "face/min_cosine"}
+    assert info["parity"]["passed"] and set(info["preprocessing"]) == {"classification", "face"}
+    report = json.loads((joint_run / "report.json").read_text())
+    evaluation = rv.evaluate(tmp_path / "joint.onnx")
+    assert evaluation["classification/top1"] == report["classification/top1"]
+    assert evaluation["face/verif_acc"] == pytest.approx(report["face/verif_acc"], abs=0.02)  # float32 reordering
+    files = sorted(str(p) for p in (tiny_folder / "val").rglob("*.png"))[:3]
+    torch_results, onnx_results = rv.load(checkpoint)(files), rv.load(tmp_path / "joint.onnx")(files)
+    for a, b in zip(torch_results, onnx_results):
+        assert a["classification"]["topk"][0]["label"] == b["classification"]["topk"][0]["label"]
+        assert float(a.heads["face"].embedding @ b.heads["face"].embedding) > 0.9999
+    one_line_error(rv.UserError, ["int8", "several inputs"], rv.export, checkpoint, tmp_path / "q.onnx", quantize="int8",
+                   quiet=True)
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_joint_config_mistakes_are_one_line_errors(tiny_folder, faces, tmp_path):

@@ -14,8 +14,9 @@ Each head keeps its own data pipeline (its dataset, augmentation and collate): a
 every head, runs each through the shared backbone and its head, and sums the heads' weighted losses (an epoch is the
 largest head's training set; the smaller ones cycle). Every head is evaluated on its own validation data; the
 report holds every head's metrics under prefixed keys (``face/verif_acc``) and each head writes its single-task
-report files into ``<run>/<head>/``. The same-input single pass (one backbone forward for heads that share a
-batch), per-head learning-rate multipliers and one ONNX file for every head are not built yet.
+report files into ``<run>/<head>/``. ``export`` writes one ONNX file with an input per head (``onnx.py``). The
+same-input single pass (one backbone forward for heads that share a batch) and per-head learning-rate multipliers
+are not built yet.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ...config import BackboneConfig, check_config, setting
 from ...errors import ConfigError, UserError
 from ..base import DataInfo, Evaluator, Task
 from ..result import Result, captioned
+from .onnx import JointExport
 
 SEPARATOR = "+"
 HEAD_KEYS = ("model", "data", "weight")
@@ -86,20 +88,21 @@ class CycledHeads(Dataset):
                 part.set_epoch(epoch)
 
 
-class ChainedHeads(Dataset):
-    """Validation: every head's samples once, one after the other: item ``i`` is ``{head: sample}``."""
+class InterleavedHeads(Dataset):
+    """Validation: every head's samples once, the heads taking turns (so the first batches hold every head: what the
+    export checks its parity on): item ``i`` is ``{head: sample}``."""
 
     def __init__(self, parts: dict[str, Dataset]) -> None:
         self.parts = parts
-        self.starts = np.cumsum([0] + [len(p) for p in parts.values()])
+        self.order = [(name, k) for k in range(max(len(p) for p in parts.values()))
+                      for name, p in parts.items() if k < len(p)]
 
     def __len__(self) -> int:
-        return int(self.starts[-1])
+        return len(self.order)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        k = int(np.searchsorted(self.starts, index, side="right")) - 1
-        name = list(self.parts)[k]
-        return {name: self.parts[name][index - int(self.starts[k])]}
+        name, k = self.order[index]
+        return {name: self.parts[name][k]}
 
 
 @dataclass
@@ -191,7 +194,7 @@ def _record(result: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the task
-class JointTask(Task):
+class JointTask(JointExport, Task):
     """Several tasks' heads on one backbone (see the module docstring). The class of a given combination comes from
     :func:`joint_task_class` (``tasks.get_task_class("a+b")``)."""
 
@@ -201,7 +204,6 @@ class JointTask(Task):
     Data = JointDataInfo
     head_names: tuple[str, ...] = ()
     task_class: Callable[[str], type[Task]]  # the task table's lookup (handed over: tasks/ imports this module)
-    onnx_postprocess = ()  # no export yet: one ONNX file for every head is still to be built
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -241,7 +243,7 @@ class JointTask(Task):
         heads = {name: task.build_datasets(training) for name, task in self.heads.items()}
         train = CycledHeads({n: d.train for n, d in heads.items()}) if all(d.train is not None for d in heads.values()) \
             else None
-        return JointDataInfo(train, ChainedHeads({n: d.val for n, d in heads.items()}),
+        return JointDataInfo(train, InterleavedHeads({n: d.val for n, d in heads.items()}),
                              skipped=[p for d in heads.values() for p in d.skipped], heads=heads)
 
     def data_from_meta(self, meta: dict[str, Any]) -> JointDataInfo:
