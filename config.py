@@ -249,7 +249,10 @@ def _resolve_path(path_or_task: str | Path, task_class: Callable[[str], Any]) ->
         return path
     name = str(path_or_task)
     if "/" not in name:
-        name = task_class(name).default_config
+        default = task_class(name).default_config
+        if not default:
+            raise ConfigError(f"task {name!r} has no packaged config: give --config FILE")
+        name = default
         if Path(name).suffix in (".yaml", ".yml") and Path(name).is_file():  # a plugin's own file
             return Path(name)
     packaged = CONFIG_DIR / f"{name}.yaml"

@@ -52,13 +52,16 @@ def stages_to_unfreeze(policy: FinetuneConfig, epoch: int) -> list[int]:
     return sorted(set(policy.unfreeze_at.get(epoch, [])))
 
 
-def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig,
+                 head_lr_mults: dict[int, float] | None = None) -> list[dict[str, Any]]:
     """Group parameters by (learning-rate scale, weight decay).
 
     Frozen parameters are included so that scheduled unfreezing only has to flip
     ``requires_grad``; optimizers skip parameters whose ``grad`` is None.
     Backbone stage ``i`` of ``n`` gets ``backbone_lr_mult * layer_decay ** (n - i)`` (the head is
     depth ``n``, as in BEiT's layer-wise decay); biases and norm weights (ndim <= 1) get no decay.
+    ``head_lr_mults`` (``{id(parameter): multiplier}``, e.g. a joint run's per-head ``lr_mult``) scales parameters
+    outside the backbone.
     Each group's ``lr`` starts scaled, so a plain loop or any torch scheduler (which takes each group's starting
     ``lr`` as its base) trains every stage at its rate; ``lr_scale`` and ``base_lr`` (the unscaled rate) are for
     :func:`build_scheduler`: timm's schedulers compute one LR from the base and multiply each group's scale in.
@@ -68,7 +71,7 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
     backbone_ids = {id(p) for p in backbone.parameters()}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for param in model.parameters():
-        scale = 1.0
+        scale = (head_lr_mults or {}).get(id(param), 1.0)
         if id(param) in backbone_ids:
             depth = stage_of.get(id(param), len(stages) - 1)
             scale = policy.backbone_lr_mult * (policy.layer_decay ** (len(stages) - depth) if policy.layer_decay else 1.0)
@@ -80,11 +83,13 @@ def param_groups(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, 
     ]
 
 
-def build_optimizer(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, backbone: nn.Module, policy: FinetuneConfig, optim: OptimConfig,
+                    head_lr_mults: dict[int, float] | None = None) -> torch.optim.Optimizer:
     """Any timm optimizer (sgd, adamw, lamb, ...) over :func:`param_groups`."""
     extra = {"momentum": optim.momentum} if optim.name.lower().endswith(("sgd", "momentum", "lars", "lamb")) else {}
     try:
-        return create_optimizer_v2(param_groups(model, backbone, policy, optim), opt=optim.name, lr=optim.lr, **extra)
+        return create_optimizer_v2(param_groups(model, backbone, policy, optim, head_lr_mults), opt=optim.name,
+                                   lr=optim.lr, **extra)
     except (ValueError, AssertionError, KeyError) as err:
         raise ConfigError(f"optim.name={optim.name!r}: {str(err).splitlines()[0]}") from None
 

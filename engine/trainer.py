@@ -240,7 +240,8 @@ class Trainer:
                               f"has {self.epochs} epochs, counted from 0), so it would never happen")
 
     def _build_optimization(self) -> None:
-        self.optimizer = build_optimizer(self.model, self.backbone, self.cfg.finetune, self.cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.backbone, self.cfg.finetune, self.cfg.optim,
+                                         self.task.head_lr_mults(self.model))
         self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, self.updates_per_epoch, self.total_updates)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 

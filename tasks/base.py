@@ -172,6 +172,11 @@ class Task:
         """The registry Backbone inside ``model`` (the fine-tuning policy acts on it alone)."""
         return model.backbone
 
+    def head_lr_mults(self, model: nn.Module) -> dict[int, float]:
+        """``{id(parameter): learning-rate multiplier}`` for parameters outside the backbone (joint runs: each head's
+        ``lr_mult``); default: none (every head parameter at ``optim.lr``)."""
+        return {}
+
     def collate_fn(self) -> Callable | None:
         """Samples -> one batch (a :class:`Batch` subclass for the built-in tasks); None: torch's default collate."""
         return None

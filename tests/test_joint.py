@@ -133,7 +133,8 @@ def test_joint_config_mistakes_are_one_line_errors(tiny_folder, faces, tmp_path)
     check(["tasks.face", "model.decoder"], tasks={**base["tasks"], "face": {"model": {"decoder": "fpn"}}})
     check(["tasks.face.model.backbone", "model.backbone"], tasks={**base["tasks"], "face": {"model": {"backbone": {}}}})
     check(["tasks.face.weight", "> 0"], tasks={**base["tasks"], "face": {"weight": 0}})
-    check(["tasks.face.lr_mult", "valid: model, data, weight"], tasks={**base["tasks"], "face": {"lr_mult": 2}})
+    check(["tasks.face.lr_mult", "> 0"], tasks={**base["tasks"], "face": {"lr_mult": -1}})
+    check(["tasks.face.weigth", "valid: model, data, weight, lr_mult"], tasks={**base["tasks"], "face": {"weigth": 2}})
     one_line_error(ConfigError, ["tasks:", "task classification has one"], rv.tasks.config_from_dict,
                    {"task": "classification", "tasks": {"classification": {}}})
     assert not any(tmp_path.iterdir())
@@ -226,6 +227,23 @@ def test_a_joint_run_under_torchrun_and_after_kill_9(tiny_folder, faces, tmp_pat
     assert straight["global_step"] == resumed["global_step"]
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_each_head_learns_at_its_lr_mult_and_the_shared_backbone_at_the_policys_rate(tiny_folder, faces):
+    config = joint_config(tiny_folder, faces)
+    config["tasks"]["face"]["lr_mult"] = 3.0
+    config["finetune"] = {"backbone_lr_mult": 0.5}
+    task = rv.build_task(rv.tasks.config_from_dict(config))
+    model = task.build_model(task.data_from_meta({"heads": {"classification": {"classes": ["a", "b", "c"]},
+                                                            "face": {"classes": [str(i) for i in range(6)]}}}))
+    optimizer = rv.build_optimizer(model, model.backbone, task.cfg.finetune, task.cfg.optim, task.head_lr_mults(model))
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(lr_of) == len({id(p) for p in model.parameters()})  # every parameter once, the backbone too
+    base = task.cfg.optim.lr
+    assert {lr_of[id(p)] for p in model.backbone.parameters()} == {0.5 * base}
+    assert {lr_of[id(p)] for p in model.heads["face"].parameters() if id(p) not in
+            {id(q) for q in model.backbone.parameters()}} == {3 * base}
+    assert {lr_of[id(p)] for p in model.heads["classification"].fc.parameters()} == {base}
 
 
 def test_best_checkpoint_follows_a_weighted_sum_of_head_metrics(tiny_folder, faces, tmp_path):

@@ -1,7 +1,8 @@
 """Joint runs: one registry backbone shared by the heads of several tasks (``task: classification+face``).
 
 A joint config names its heads in ``task`` (``a+b``, two or more distinct built-in or plugin tasks) and lists them
-under ``tasks:``, each with its own ``model`` (head options), ``data`` and loss ``weight``; ``model.backbone``,
+under ``tasks:``, each with its own ``model`` (head options), ``data``, loss ``weight`` and ``lr_mult`` (its head's
+learning rate as a multiple of ``optim.lr``; the shared backbone follows ``finetune``); ``model.backbone``,
 ``train``, ``optim``, ``sched`` and ``finetune`` are shared::
 
     task: classification+face
@@ -15,8 +16,7 @@ every head, runs each through the shared backbone and its head, and sums the hea
 largest head's training set; the smaller ones cycle). Every head is evaluated on its own validation data; the
 report holds every head's metrics under prefixed keys (``face/verif_acc``) and each head writes its single-task
 report files into ``<run>/<head>/``. ``export`` writes one ONNX file with an input per head (``onnx.py``). The
-same-input single pass (one backbone forward for heads that share a batch) and per-head learning-rate multipliers
-are not built yet.
+same-input single pass (one backbone forward for heads that share a batch) is not built yet.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from ...config import BackboneConfig, check_config, setting
+from ...config import CONFIG_DIR, BackboneConfig, check_config, setting
 from ...errors import ConfigError, UserError
 from ..base import DataInfo, Evaluator, Task
 from ..result import Result, captioned
 from .onnx import JointExport
 
 SEPARATOR = "+"
-HEAD_KEYS = ("model", "data", "weight")
+HEAD_KEYS = ("model", "data", "weight", "lr_mult")
 
 
 @dataclass
@@ -216,6 +216,7 @@ class JointTask(JointExport, Task):
         common = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("train", "optim", "sched", "finetune")}
         self.heads: dict[str, Task] = {}
         self.weights: dict[str, float] = {}
+        self.lr_mults: dict[str, float] = {}  # each head's parameters (not the shared backbone) at lr_mult x optim.lr
         for name in self.head_names:
             entry = given[name] if given[name] is not None else {}
             if not isinstance(entry, dict):
@@ -226,9 +227,10 @@ class JointTask(JointExport, Task):
             model = dict(entry.get("model") or {})
             if "backbone" in model:
                 raise ConfigError(f"tasks.{name}.model.backbone: the heads share model.backbone; set it there")
-            weight = entry.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-                raise ConfigError(f"tasks.{name}.weight: must be a number > 0, got {weight!r}")
+            for key in ("weight", "lr_mult"):
+                value = entry.get(key, 1.0)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                    raise ConfigError(f"tasks.{name}.{key}: must be a number > 0, got {value!r}")
             raw = {"task": name, "model": {**model, "backbone": shared}, "data": entry.get("data") or {},
                    "name": cfg.name, "output_dir": cfg.output_dir, "output": cfg.output, **common}
             try:
@@ -236,7 +238,8 @@ class JointTask(JointExport, Task):
             except ConfigError as err:
                 raise ConfigError(f"tasks.{name}: {err}") from None
             self.heads[name] = self.task_class(name)(sub)
-            self.weights[name] = float(weight)
+            self.weights[name] = float(entry.get("weight", 1.0))
+            self.lr_mults[name] = float(entry.get("lr_mult", 1.0))
 
     # ------------------------------------------------------------------ building
     def build_datasets(self, training: bool = True) -> JointDataInfo:
@@ -265,6 +268,11 @@ class JointTask(JointExport, Task):
 
     def backbone_of(self, model: nn.Module) -> nn.Module:
         return model.backbone
+
+    def head_lr_mults(self, model: nn.Module) -> dict[int, float]:
+        shared = {id(p) for p in model.backbone.parameters()}
+        return {id(p): self.lr_mults[name] for name, head in model.heads.items() for p in head.parameters()
+                if id(p) not in shared}
 
     def collate_fn(self) -> Callable:
         collates = {name: task.collate_fn() or default_collate for name, task in self.heads.items()}
@@ -328,8 +336,9 @@ def joint_task_class(name: str, task_class: Callable[[str], type[Task]]) -> type
         for part in parts:
             task_class(part)  # an unknown task: its one-line error, with close matches
         first = task_class(parts[0])
+        packaged = sorted(p.stem for p in (CONFIG_DIR / name).glob("*.yaml"))
         _CLASSES[name] = type("JointTask", (JointTask,), {
-            "name": name, "head_names": tuple(parts), "default_config": f"joint/{name}",
+            "name": name, "head_names": tuple(parts), "default_config": f"{name}/{packaged[0]}" if packaged else "",
             "task_class": staticmethod(task_class),
             # best.pt follows the first head's main metric
             "main_metric": f"{first.name}/{first.main_metric}" if first.main_metric else "",
