@@ -34,6 +34,7 @@ def run_train(args, nproc=1):
     return result
 
 
+@pytest.mark.slow  # torchrun launches (~15-20 s): CI runs them after the fast suite
 def test_two_processes_equal_one_process_with_same_global_batch(tiny_folder, tmp_path):
     # Frozen BN: with trainable BN each rank would normalise with its own half-batch statistics,
     # which is a different computation, not a numerical difference.
@@ -51,6 +52,7 @@ def test_two_processes_equal_one_process_with_same_global_batch(tiny_folder, tmp
     assert reports[0]["top1"] == reports[1]["top1"]
 
 
+@pytest.mark.slow  # torchrun launches (~15-20 s): CI runs them after the fast suite
 def test_ddp_report_describes_the_saved_model_and_every_launch_exits_cleanly(tiny_folder, tmp_path):
     """Trainable BN: each rank's running statistics see only its own half batches. The report must
     equal a 1-process `eval` of the run's last.pt (rank 0's buffers are what it saves), and every
