@@ -375,6 +375,18 @@ class BrightnessTask(Task):
     def predict(self, model, images, data, device):
         values = model(torch.stack([tensor(p) for p in images]))
         return [{"image": image_label(p, i), "brightness": float(v)} for i, (p, v) in enumerate(zip(images, values))]
+
+
+class MaxPoolHead(nn.Module):
+    """A classification head of the same package (entry point classification.maxpool)."""
+
+    def __init__(self, backbone, num_classes):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.feature_specs[-1].channels, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.backbone(x)[self.backbone.feature_specs[-1].name].amax((2, 3)))
 '''
 
 
@@ -394,7 +406,8 @@ def test_an_installed_plugin_task_runs_through_the_cli(tmp_path):
     info = site / "brightness_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brightness-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[resvision.tasks]\nbrightness_plugin = brightness_plugin:BrightnessTask\n")
+    (info / "entry_points.txt").write_text("[resvision.tasks]\nbrightness_plugin = brightness_plugin:BrightnessTask\n\n"
+                                           "[resvision.heads]\nclassification.maxpool = brightness_plugin:MaxPoolHead\n")
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -418,3 +431,15 @@ def test_an_installed_plugin_task_runs_through_the_cli(tmp_path):
     cli("predict", "--checkpoint", str(run / "checkpoints/last.pt"), "--output", str(tmp_path / "pred"),
         str(images / "00.png"))
     assert json.loads((tmp_path / "pred/predictions.json").read_text())[0]["image"].endswith("00.png")
+    # the package's head: a classification run with model.head=maxpool, then predict in a new process that finds the
+    # head through the entry point alone
+    from resvision.datasets import digits_folder
+
+    digit = str(next(digits_folder().glob("val/3/*.png")))
+    cli("train", "--task", "classification", "model.head=maxpool", "train.max_iters=2", "train.eval_every=1",
+        "--output", str(tmp_path / "head_run"))
+    state = torch.load(tmp_path / "head_run/checkpoints/last.pt", weights_only=True)
+    assert state["config"]["model"]["head"] == "maxpool" and "fc.weight" in state["model"]
+    cli("predict", "--checkpoint", str(tmp_path / "head_run/checkpoints/last.pt"), "--output",
+        str(tmp_path / "head_pred"), digit)
+    assert len(json.loads((tmp_path / "head_pred/predictions.json").read_text())[0]["topk"]) == 5
