@@ -76,3 +76,20 @@ def one_line_error(error, names, fn, *args, **kwargs):
     for name in names:
         assert str(name) in message, (name, message)
     return message
+
+
+TINY_FACES = {"train_identities": 6, "train_images": 3, "test_identities": 10, "test_images": 3, "folds": 2,
+              "pairs_per_fold": 6}
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory):
+    """The built-in synthetic people at :data:`TINY_FACES` sizes, written into a cache folder of their own."""
+    root = tmp_path_factory.mktemp("faces_cache")
+    from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_SIZES, synthetic_faces_dataset
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in TINY_FACES.items():
+            patch.setitem(SYNTHETIC_FACES_SIZES, key, value)
+        synthetic_faces_dataset(root)
+    return root

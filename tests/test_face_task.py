@@ -13,18 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY_FACES
+
 from resvision.backbone import build_backbone
 from resvision.cli import main
 from resvision.datasets.face import FaceEvalSet
 from resvision.datasets.face_pairs import write_verification_bin
-from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_DIR, SYNTHETIC_FACES_SIZES
+from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_DIR
 from resvision.tasks.face import FaceEvaluator, FaceModel, flip_embeddings
 from resvision.tasks.face.margin import ArcFace, CosFace
 from resvision.tasks.face.task import FaceDataInfo
 from resvision.tasks.face.verification import rank1_accuracy, verify
 
-TINY = {"train_identities": 6, "train_images": 3, "test_identities": 10, "test_images": 3, "folds": 2,
-        "pairs_per_fold": 6}
+TINY = TINY_FACES
 
 
 def _tiny_backbone():
@@ -99,15 +100,8 @@ FAST = ["train.max_iters=3", "train.progress=false", "train.batch_size=6", "data
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faces_cache")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in TINY.items():
-            patch.setitem(SYNTHETIC_FACES_SIZES, key, value)
-        from resvision.datasets.synthetic_faces import synthetic_faces_dataset
-
-        synthetic_faces_dataset(root)
-    return root
+def cache(tiny_faces):
+    return tiny_faces
 
 
 @pytest.fixture(scope="module")

@@ -11,25 +11,15 @@ from conftest import one_line_error
 
 import resvision as rv
 from resvision.cli import main
-from resvision.datasets.synthetic_faces import SYNTHETIC_FACES_SIZES
 from resvision.engine.checkpoint import load_checkpoint
 from resvision.errors import ConfigError
 
-TINY_FACES = {"train_identities": 6, "train_images": 3, "test_identities": 10, "test_images": 3, "folds": 2,
-              "pairs_per_fold": 6}
 BACKBONE = {"name": "custom", "custom": {"block": "basic", "layers": [1, 1, 1, 1], "widths": [8, 8, 16, 16]}}
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    root = tmp_path_factory.mktemp("joint_faces")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in TINY_FACES.items():
-            patch.setitem(SYNTHETIC_FACES_SIZES, key, value)
-        from resvision.datasets.synthetic_faces import synthetic_faces_dataset
-
-        synthetic_faces_dataset(root)
-    return root
+def faces(tiny_faces):
+    return tiny_faces
 
 
 def joint_config(tiny_folder, faces, **changes):
