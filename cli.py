@@ -165,17 +165,6 @@ def _check_task(args, cfg) -> None:
         raise UserError(f"--task {args.task} but the config is for task {cfg.task!r}")
 
 
-def _checkpoint_cfg(args, path: str):
-    """A checkpoint (or exported file) and the config that rebuilds its model (``predictor.read_source``)."""
-    from .predictor import read_source, resolve_engine
-
-    if hasattr(args, "engine"):  # eval; export has no engine (it writes the file)
-        args.engine = resolve_engine(path, args.engine)
-    state, cfg = read_source(path, list(args.overrides or []), args.config, getattr(args, "allow_unverified", False))
-    _check_task(args, cfg)
-    return state, cfg
-
-
 def cmd_train(args) -> int:
     from .engine import distributed as dist_utils
     from .runs import train
@@ -289,11 +278,11 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from .deploy import DEFAULT_OPSET
-    from .predictor import export
+    from .predictor import export, read_source
 
     if Path(args.checkpoint).suffix == ".onnx":
         raise UserError(f"{args.checkpoint} is already ONNX: export takes a .pt checkpoint")
-    _checkpoint_cfg(args, args.checkpoint)  # --task against the checkpoint, before any work
+    read_source(args.checkpoint, list(args.overrides or []), args.config, task=args.task)  # --task, before any work
     info = export(args.checkpoint, args.output, opset=args.opset or DEFAULT_OPSET, dynamic_batch=args.dynamic_batch,
                   image_size=args.image_size, postprocess=args.postprocess, parity_images=args.parity_images,
                   quantize=args.quantize, calibration_images=args.calibration_images,

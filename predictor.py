@@ -23,16 +23,19 @@ __all__ = ["Predictor", "expand_inputs", "export", "load", "load_for_export", "m
 
 
 def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | Path | None = None,
-                allow_unverified: bool = False) -> tuple[dict[str, Any], Any]:
+                allow_unverified: bool = False, task: str | None = None) -> tuple[dict[str, Any], Any]:
     """``(state, cfg)`` of a checkpoint or an exported file: its stored state (for ``.onnx``: the metadata, no
     weights) and the config that rebuilds its model (``engine.checkpoint.checkpoint_config``).
 
     An ``.onnx`` file exported with an extra graph step (``--postprocess``) or whose parity check failed at export
-    is refused (the latter unless ``allow_unverified``): its outputs are not what the task's code reads.
+    is refused (the latter unless ``allow_unverified``): its outputs are not what the task's code reads. ``task``:
+    the task the file must belong to.
     """
     from .engine.checkpoint import checkpoint_config, load_checkpoint
     from .tasks import get_task_class
 
+    if not Path(path).is_file():
+        raise UserError(f"no such checkpoint or exported file: {path}")
     if Path(path).suffix == ".onnx":
         from .deploy.runtime import read_onnx_info
 
@@ -47,7 +50,10 @@ def read_source(path: str | Path, overrides: Sequence[str] = (), config: str | P
                             "differ from the torch model's; --allow-unverified runs it anyway")
     else:
         state = load_checkpoint(path)
-    return state, checkpoint_config(state, path, list(overrides), config, task_class=get_task_class)
+    cfg = checkpoint_config(state, path, list(overrides), config, task_class=get_task_class)
+    if task is not None and cfg.task != task:
+        raise UserError(f"--task {task} but {path} is a {cfg.task!r} model")
+    return state, cfg
 
 
 def resolve_engine(path: str | Path, engine: str | None) -> str:
@@ -160,14 +166,10 @@ def load(path: str | Path, *, engine: str | None = None, device: str = "cpu", ov
     from .tasks import build_task
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such checkpoint or exported file: {path}")
     engine = resolve_engine(path, engine)
     if compile and engine != "torch":
         raise UserError("--compile applies to --engine torch only")
-    state, cfg = read_source(path, overrides, config, allow_unverified)
-    if task is not None and cfg.task != task:
-        raise UserError(f"--task {task} but {path} is a {cfg.task!r} model")
+    state, cfg = read_source(path, overrides, config, allow_unverified, task)
     if engine == "onnxruntime":
         built = build_task(cfg)
         data = built.data_from_meta(state.get("meta", {}))

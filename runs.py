@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import UserError
 
 __all__ = ["RunResult", "evaluate", "train"]
 
@@ -89,12 +88,8 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), *, output: s
     from .predictor import onnx_module, read_source, resolve_engine
     from .tasks import build_task
 
-    if not Path(checkpoint).is_file():
-        raise UserError(f"no such checkpoint or exported file: {checkpoint}")
     engine = resolve_engine(checkpoint, engine)
-    state, cfg = read_source(checkpoint, overrides, config, allow_unverified)
-    if task is not None and cfg.task != task:
-        raise UserError(f"--task {task} but {checkpoint} is a {cfg.task!r} model")
+    state, cfg = read_source(checkpoint, overrides, config, allow_unverified, task)
     out = results_dir(checkpoint, "eval", output)
     cfg.output = str(out)
     built = build_task(cfg)

@@ -252,3 +252,18 @@ def test_best_checkpoint_follows_a_weighted_sum_of_head_metrics(tiny_folder, fac
     sums = [0.5 * r["classification/top1"] + 0.5 * r["face/verif_acc"] for r in rows]
     report = json.loads(run.report.read_text())
     assert report[f"best_{monitor}"] == max(sums) and report["best_epoch"] == 1 + sums.index(max(sums))
+
+
+def test_a_joint_checkpoint_config_forgets_every_heads_pretrained_weights():
+    """Evaluating a joint checkpoint never looks for the weights its run started from (offline, like one task): the
+    shared backbone's and each head's ``pretrained`` keys are cleared."""
+    from resvision.engine.checkpoint import checkpoint_config
+    from resvision.tasks import get_task_class, load_config
+
+    cfg = load_config("detection+segmentation", ["model.backbone.pretrained=/nowhere/backbone.pt",
+                                                 "tasks.detection.model.pretrained=/nowhere/detector.pt"])
+    state = {"config": cfg.to_dict(), "task": cfg.task, "backbone": cfg.model.backbone.name}
+    rebuilt = checkpoint_config(state, "joint.pt", task_class=get_task_class)
+    assert rebuilt.model.backbone.pretrained is None
+    assert rebuilt.tasks["detection"]["model"]["pretrained"] is None
+    assert rebuilt.tasks["detection"]["model"]["fpn_channels"] == 64  # the rest of the head is kept
