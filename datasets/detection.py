@@ -232,6 +232,18 @@ class DetectionDataset(SeededAugmentation, Dataset):
         """
         if index < 0:
             index += len(self)
+        image, arrays = self.read(index)
+        if self.transform is None:
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # a writable copy
+            tensor = torch.from_numpy(chw).div_(255.0)
+        else:
+            self.reseed(index)
+            tensor, *arrays = self.transform(image, *arrays)
+        return tensor, self.target(index, *arrays)
+
+    def read(self, index: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Sample ``index``'s decoded image (size checked) and its ``(boxes, labels, iscrowd, difficult)`` (crowd
+        boxes dropped in training)."""
         sample = self.data.samples[index]
         image = read_image(sample.image_path)
         if image.shape[:2] != (sample.height, sample.width):
@@ -240,22 +252,18 @@ class DetectionDataset(SeededAugmentation, Dataset):
                 f"{sample.width}x{sample.height} (EXIF rotation?); boxes would be misplaced"
             )
         keep = ~sample.iscrowd if self.train else np.ones(len(sample.boxes), dtype=bool)
-        boxes, labels = sample.boxes[keep], sample.labels[keep]
-        iscrowd, difficult = sample.iscrowd[keep], sample.difficult[keep]
-        if self.transform is None:
-            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # a writable copy
-            tensor = torch.from_numpy(chw).div_(255.0)
-        else:
-            self.reseed(index)
-            tensor, boxes, labels, iscrowd, difficult = self.transform(image, boxes, labels, iscrowd, difficult)
-        target = {
+        return image, (sample.boxes[keep], sample.labels[keep], sample.iscrowd[keep], sample.difficult[keep])
+
+    def target(self, index: int, boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray,
+               difficult: np.ndarray) -> dict[str, Any]:
+        """The target dict of sample ``index`` with these (augmented) boxes and flags."""
+        return {
             "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
             "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
-            "image_id": sample.image_id,
+            "image_id": self.data.samples[index].image_id,
             "iscrowd": torch.as_tensor(np.asarray(iscrowd, dtype=bool).reshape(-1)),
             "difficult": torch.as_tensor(np.asarray(difficult, dtype=bool).reshape(-1)),
         }
-        return tensor, target
 
 
 def detection_collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict]]:

@@ -53,17 +53,23 @@ class DetectionAlbumentations(AlbumentationsTransform):
         labels: np.ndarray,
         iscrowd: np.ndarray | None = None,
         difficult: np.ndarray | None = None,
-    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        mask: np.ndarray | None = None,
+    ) -> tuple:
+        """With ``mask`` (an ``(H, W)`` class-index mask of the same image, moved by the same geometric steps,
+        nearest-neighbour, zoomed-out borders filled with the pipeline's ``fill_mask``) the result ends with it as an
+        ``(H', W')`` int64 tensor."""
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         n = len(boxes)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         iscrowd = np.zeros(n, dtype=bool) if iscrowd is None else np.asarray(iscrowd, dtype=bool).reshape(-1)
         difficult = np.zeros(n, dtype=bool) if difficult is None else np.asarray(difficult, dtype=bool).reshape(-1)
+        extra = {} if mask is None else {"mask": mask}
         if "bboxes" not in self.pipeline.processors:  # no geometric step (evaluation): boxes pass unchanged
-            tensor = self.pipeline(image=image)["image"]
+            out = self.pipeline(image=image, **extra)
+            tensor = out["image"]
             new_boxes, index = boxes, np.arange(n, dtype=np.int64)
         else:
-            out = self.pipeline(image=image, bboxes=boxes, box_index=np.arange(n, dtype=np.int64))
+            out = self.pipeline(image=image, bboxes=boxes, box_index=np.arange(n, dtype=np.int64), **extra)
             tensor = out["image"]
             # albumentations works in coordinates normalised by the image size; the round trip leaves
             # ~1e-5 px noise (60 -> 60.000004), which rounding to 1/1000 px removes.
@@ -73,7 +79,8 @@ class DetectionAlbumentations(AlbumentationsTransform):
         new_boxes = np.clip(new_boxes, 0.0, np.array([width, height, width, height], dtype=np.float32))
         keep = (new_boxes[:, 2] > new_boxes[:, 0]) & (new_boxes[:, 3] > new_boxes[:, 1])
         index = index[keep]
-        return tensor, new_boxes[keep], labels[index], iscrowd[index], difficult[index]
+        result = (tensor, new_boxes[keep], labels[index], iscrowd[index], difficult[index])
+        return result if mask is None else (*result, torch.as_tensor(out["mask"]).long())
 
 
 def detection_transforms(
@@ -82,6 +89,7 @@ def detection_transforms(
     scale_jitter: tuple[float, float] = (0.8, 1.2),
     color_jitter: float = 0.2,
     min_visibility: float = 0.3,
+    mask_fill: int = 0,
 ) -> DetectionAlbumentations:
     """Build the detection train or evaluation pipeline.
 
@@ -99,6 +107,7 @@ def detection_transforms(
         scale_jitter: Range of the zoom factor (``> 1`` zooms in).
         color_jitter: Strength ``j`` of brightness / contrast / saturation jitter (factors in ``[1-j, 1+j]``).
         min_visibility: Minimum fraction of a box's area that must stay inside the image.
+        mask_fill: Value of a mask's pixels outside the zoomed-out image (a segmentation mask's ``ignore_index``).
 
     Returns:
         A :class:`DetectionAlbumentations`: ``(image uint8 (H, W, 3), boxes, labels, iscrowd, difficult)
@@ -122,6 +131,7 @@ def detection_transforms(
                     interpolation=cv2.INTER_LINEAR,
                     border_mode=cv2.BORDER_CONSTANT,
                     fill=_FILL,
+                    fill_mask=mask_fill,
                     p=1.0,
                 )
             )

@@ -80,7 +80,7 @@ def test_a_joint_checkpoint_evaluates_and_predicts_every_head(joint_run, tiny_fo
     single = result.heads["classification"]
     assert result["classification"]["topk"] == single["topk"] and single.label in ("red", "green", "blue")
     assert np.linalg.norm(result.heads["face"].embedding) == pytest.approx(1, abs=1e-5)
-    assert set(result.to_dict()) == {"image", "classification", "face"}
+    assert set(result.to_dict()) == {"image", "shared_pass", "classification", "face"} and result["shared_pass"] == []
     picture = result.plot()
     assert picture.shape[1] == sum(r.plot().shape[1] for r in result.heads.values())
 
@@ -267,3 +267,117 @@ def test_a_joint_checkpoint_config_forgets_every_heads_pretrained_weights():
     assert rebuilt.model.backbone.pretrained is None
     assert rebuilt.tasks["detection"]["model"]["pretrained"] is None
     assert rebuilt.tasks["detection"]["model"]["fpn_channels"] == 64  # the rest of the head is kept
+
+
+# ------------------------------------------------------------------ the shared pass (data.same_input)
+SHARED_FAST = ["train.max_iters=2", "train.progress=false", "train.batch_size=4", "train.deterministic=true",
+               "model.backbone.custom.widths=[8,8,16,16]", "model.backbone.custom.layers=[1,1,1,1]",
+               "tasks.detection.model.fpn_channels=16", "tasks.detection.model.representation_size=32",
+               "tasks.detection.model.min_size=96", "tasks.detection.model.max_size=128",
+               "tasks.segmentation.model.decoder_channels=[16,32]"]
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """The packaged detection+segmentation config (one dataset, one backbone pass per batch), tiny and 2 steps long."""
+    out = tmp_path_factory.mktemp("shared") / "run"
+    assert main(["train", "--task", "detection+segmentation", "--output", str(out), *SHARED_FAST]) == 0
+    return out
+
+
+def test_heads_sharing_an_input_take_one_backbone_pass_with_each_heads_own_losses(shared_run):
+    """One batch of images, boxes and masks; the backbone runs once; the detection losses are the detector's own
+    forward's and the segmentation losses its own model's on the same resized, padded images and masks."""
+    from resvision.tasks.joint.shared import SharedBatch
+
+    predictor = rv.load(shared_run / "checkpoints/last.pt")
+    task, model = predictor.task, predictor.model
+    data = task.build_datasets(training=True)
+    batch = task.collate_fn()([data.train[k] for k in range(3)])
+    assert isinstance(batch, SharedBatch) and batch.images[0] is not None
+    assert batch.images[0].shape[-2:] == batch.masks[0].shape  # one image tensor, its mask moved with it
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    model.train()
+    torch.manual_seed(0)
+    losses = model(batch)
+    assert len(calls) == 1
+    detector, segmenter = model.heads["detection"], model.heads["segmentation"]
+    torch.manual_seed(0)  # the RPN and RoI samplers draw in the same order
+    own = detector(batch.images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets])
+    for key, value in own.items():
+        torch.testing.assert_close(losses[f"detection/{key}"], value)
+    images, targets = detector.transform(batch.images, [{"boxes": t["boxes"], "labels": t["labels"],
+                                                         "masks": m[None]} for t, m in zip(batch.targets, batch.masks)])
+    masks = torch.full(images.tensors.shape[:1] + images.tensors.shape[-2:], 255, dtype=torch.long)
+    for k, (h, w) in enumerate(images.image_sizes):
+        masks[k, :h, :w] = targets[k]["masks"][0]
+    seg_task = task.heads["segmentation"]
+    for key, value in seg_task.losses(*segmenter(images.tensors, aux=True), masks).items():
+        torch.testing.assert_close(losses[f"segmentation/{key}"], value)
+
+
+def test_a_shared_pass_evaluates_and_predicts_as_its_heads_alone(shared_run, tmp_path):
+    """The detection metrics of a shared-pass run equal its extracted detection head's, evaluated alone; its masks
+    are the segmentation model's whole-image argmax on the detector's input, upsampled to each image; predict gives
+    boxes and mask from one pass and draws both in one picture."""
+    import torch.nn.functional as F
+
+    report = json.loads((shared_run / "report.json").read_text())
+    assert "shared pass" in (shared_run / "segmentation/protocol.md").read_text()
+    assert (shared_run / "plots/predictions.png").is_file()
+    checkpoint = shared_run / "checkpoints/last.pt"
+    alone = rv.evaluate(rv.extract_head(checkpoint, "detection", tmp_path / "det.pt"), output=tmp_path / "det")
+    for key in ("bbox_AP", "bbox_AP50", "voc07_mAP50"):
+        assert alone[key] == report[f"detection/{key}"]
+    predictor = rv.load(checkpoint)
+    image = predictor.task.build_datasets(training=False).val.samples[0].image_path
+    (result,) = predictor(image)
+    assert result["shared_pass"] == ["detection", "segmentation"]
+    single = rv.load(tmp_path / "det.pt")(image)[0]
+    np.testing.assert_array_equal(result.heads["detection"].boxes, single.boxes)
+    detector, segmenter = predictor.model.heads["detection"], predictor.model.heads["segmentation"]
+    rgb = np.asarray(rv.datasets.as_rgb(image))
+    tensor = torch.tensor(rgb).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        inputs, _ = detector.transform([tensor])
+        h, w = inputs.image_sizes[0]
+        logits = segmenter(inputs.tensors)[..., :h, :w]
+        expected = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False).argmax(1)[0]
+    np.testing.assert_array_equal(result.heads["segmentation"].mask, expected.numpy())
+    picture = result.plot()
+    assert picture.shape == result.heads["detection"].plot().shape  # the boxes' picture, with the mask under them
+    if result.heads["segmentation"].mask.any():
+        assert not np.array_equal(picture, result.heads["detection"].plot())
+
+
+def test_same_input_refuses_a_head_that_reads_its_own_inputs(tiny_folder, faces, tmp_path):
+    one_line_error(ConfigError, ["data.same_input", "face", "detection, segmentation"],
+                   lambda: rv.build_task(rv.tasks.config_from_dict(
+                       joint_config(tiny_folder, faces, data={"same_input": True}))))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_shared_pass_exports_to_one_graph_of_one_input(shared_run, tmp_path):
+    """export: one image in, every head's outputs out, each head parity-checked with its own limits; eval and
+    predict with ONNX Runtime give the torch model's results."""
+    import onnx
+
+    checkpoint = shared_run / "checkpoints/last.pt"
+    info = rv.export(checkpoint, tmp_path / "shared.onnx", quiet=True)
+    graph = onnx.load(str(tmp_path / "shared.onnx")).graph
+    assert [i.name for i in graph.input] == ["images"]
+    assert [o.name for o in graph.output] == ["detection.boxes", "detection.labels", "detection.scores",
+                                              "segmentation.logits"]
+    assert {"detection/max_box_diff_px", "segmentation/argmax_agreement"} <= set(info["parity"]["checks"])
+    assert info["parity"]["passed"] and info["preprocessing"]["shared_pass"] == ["detection", "segmentation"]
+    report = json.loads((shared_run / "report.json").read_text())
+    evaluation = rv.evaluate(tmp_path / "shared.onnx")
+    assert evaluation["detection/bbox_AP50"] == pytest.approx(report["detection/bbox_AP50"], abs=0.01)
+    assert evaluation["segmentation/mIoU"] == pytest.approx(report["segmentation/mIoU"], abs=0.01)
+    image = rv.load(checkpoint).task.build_datasets(training=False).val.samples[1].image_path
+    (a,), (b,) = rv.load(checkpoint)(image), rv.load(tmp_path / "shared.onnx")(image)
+    assert b["shared_pass"] == ["detection", "segmentation"]
+    assert a.heads["detection"].names == b.heads["detection"].names
+    np.testing.assert_allclose(a.heads["detection"].boxes, b.heads["detection"].boxes, atol=0.5)
+    assert (a.heads["segmentation"].mask == b.heads["segmentation"].mask).mean() > 0.999

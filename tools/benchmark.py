@@ -53,7 +53,7 @@ from resvision.benchmarks.measure import (
 
 THREADS = 2
 BENCHMARKS = ("trainer", "reference", "monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy",
-              "cli")
+              "joint", "cli")
 COMMAND = ".venv/bin/python tools/benchmark.py"
 
 
@@ -343,6 +343,12 @@ def bench_face(s: Settings) -> list[str]:
     return run(s)
 
 
+def bench_joint(s: Settings) -> list[str]:
+    from resvision.benchmarks.joint import bench_joint as run  # imported only when asked: slow imports
+
+    return run(s)
+
+
 def bench_cli(s: Settings) -> list[str]:
     """How long the command line takes to answer before any work: each command a fresh interpreter, the cases in
     alternating rounds, medians; against the interpreter's own start (``python -c pass``), the floor."""
@@ -374,7 +380,7 @@ RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambd
            "monitor": bench_monitor,
            "pipeline": bench_pipeline, "inference": bench_inference,
            "detection": bench_detection, "segmentation": bench_segmentation, "face": bench_face,
-           "deploy": bench_deploy, "cli": bench_cli}
+           "deploy": bench_deploy, "joint": bench_joint, "cli": bench_cli}
 
 
 SHARED_WINDOWS = ({"trainer", "reference"},)  # sections computed from one alternation: one process for both
@@ -423,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"[{name}] failed:\n{traceback.format_exc()}")
             section = [f"## {name}", "", f"Failed: `{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}`",
                        "", f"Command: `{settings.command} --only {name}`"]
-        if name in ("monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy"):  # the training sections carry their own note (shared windows)
+        if name in ("monitor", "pipeline", "inference", "detection", "segmentation", "face", "deploy", "joint"):  # the training sections carry their own note (shared windows)
             section += ["", others_note(cpu, cpu_seconds(), time.perf_counter() - start)]
         print("\n".join(section) + "\n", flush=True)
         sections.append("\n".join(section))

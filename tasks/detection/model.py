@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
@@ -182,6 +183,18 @@ def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettin
     t = model.transform
     model.transform = ExportableTransform(t.min_size, t.max_size, t.image_mean, t.image_std)
     return model
+
+
+def detect_from_features(model: FasterRCNN, images: ImageList, features: dict[str, torch.Tensor],
+                         targets: list[dict[str, torch.Tensor]] | None = None):
+    """The detector after its body: FPN, RPN and RoI heads on ``features``, the body's output for ``images`` (already
+    through ``model.transform``; a joint model's shared pass computes them once for several heads). Returns
+    ``(detections in the transformed images' pixels, losses)``: what ``FasterRCNN.forward`` does between its body
+    and its postprocessing."""
+    pyramid = model.backbone.fpn(OrderedDict(features))
+    proposals, rpn_losses = model.rpn(images, pyramid, targets)
+    detections, box_losses = model.roi_heads(pyramid, proposals, images.image_sizes, targets)
+    return detections, {**rpn_losses, **box_losses}
 
 
 def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:

@@ -69,6 +69,22 @@ def draw_boxes(rgb: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names:
     return image.permute(1, 2, 0).numpy()
 
 
+def image_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> the ``(3, H, W)`` float image in ``[0, 1]`` the detector takes."""
+    return torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)
+
+
+def detection_result(output: dict[str, torch.Tensor], source: Any, index: int, data: DetectionDataInfo,
+                     score_thresh: float) -> DetectionResult:
+    """The result of one image from the detector's output for it (boxes in the image's pixels)."""
+    keep = output["scores"] >= score_thresh
+    boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
+    dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
+             "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
+            for b, s, k in zip(boxes, scores, labels)]
+    return DetectionResult({"image": image_label(source, index), "detections": dets}, source, data.classes)
+
+
 class DetectionPrediction:
     """Detection's prediction members, mixed into ``DetectionTask`` (before ``Task``, whose ``write_predictions`` it
     extends)."""
@@ -81,17 +97,8 @@ class DetectionPrediction:
         """Detections per image (a file, or any image ``datasets.as_rgb`` takes): a ``DetectionResult``
         ``{"image", "detections": [{"label", "category_id", "score", "box": [x1, y1, x2, y2] pixels of the image as
         given}]}`` (``.boxes``, ``.scores``, ``.labels``, ``.names``)."""
-        results = []
-        for index, path in enumerate(paths):
-            rgb = as_rgb(path)
-            output = model([torch.tensor(rgb).permute(2, 0, 1).float().div(255).to(device)])[0]
-            keep = output["scores"] >= score_thresh
-            boxes, scores, labels = output["boxes"][keep].cpu(), output["scores"][keep].cpu(), output["labels"][keep].cpu()
-            dets = [{"label": data.classes[int(k) - 1], "category_id": data.category_ids[int(k) - 1],
-                     "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
-                    for b, s, k in zip(boxes, scores, labels)]
-            results.append(DetectionResult({"image": image_label(path, index), "detections": dets}, path, data.classes))
-        return results
+        return [detection_result(model([image_tensor(as_rgb(path), device)])[0], path, index, data, score_thresh)
+                for index, path in enumerate(paths)]
 
     def write_predictions(self, results: list[dict[str, Any]], out_dir: Path, data: DetectionDataInfo) -> list[Path]:
         """predictions.json, one ``<image>_boxes.png`` per image with its boxes drawn and ``results_coco.json``

@@ -1,6 +1,10 @@
 """Export of a joint run: one ONNX file holding every head, with one input per head (``<head>.images``) and every
 head's outputs under its prefix (``classification.logits``, ``face.embedding``, ...), each head's part checked with
-that head's own parity limits; and the file run by ONNX Runtime the way the joint task calls its torch model."""
+that head's own parity limits; and the file run by ONNX Runtime the way the joint task calls its torch model.
+
+A shared-pass run (``data.same_input``) exports its one pass instead: one ``images`` input (one ``(3, H, W)`` image,
+as detection's graph), outputs ``detection.boxes`` / ``labels`` / ``scores`` and ``segmentation.logits`` at the
+image's size (``shared.SharedExportModule``)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
+
+from .shared import SharedExportModule, SharedOnnx
 
 if TYPE_CHECKING:
     from ...deploy.runtime import OnnxRunner
@@ -64,20 +70,33 @@ class JointOnnx(nn.Module):
 
 
 class JointExport:
-    """The export members of :class:`~resvision.tasks.joint.task.JointTask` (each head's, prefixed)."""
+    """The export members of :class:`~resvision.tasks.joint.task.JointTask` (each head's, prefixed; the shared pass's
+    when ``same_input``)."""
 
     onnx_postprocess = ("none",)
+    same_input = False
+
+    @property
+    def onnx_batched(self) -> bool:
+        return not self.same_input  # the shared pass's graph takes one image, as detection's
 
     # every name prefixed by its head, the free axes' too: ONNX Runtime holds axes of one name to one size
     def onnx_inputs(self, dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
+        if self.same_input:
+            return {"images": {1: "height", 2: "width"}}
         return {f"{n}.{k}": {a: f"{n}.{v}" for a, v in axes.items()}
                 for n, t in self.heads.items() for k, axes in t.onnx_inputs(dynamic_batch).items()}
 
     def onnx_outputs(self, postprocess: str = "none", dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
+        if self.same_input:
+            return {"detection.boxes": {0: "detections"}, "detection.labels": {0: "detections"},
+                    "detection.scores": {0: "detections"}, "segmentation.logits": {2: "height", 3: "width"}}
         return {f"{n}.{k}": {a: f"{n}.{v}" for a, v in axes.items()}
                 for n, t in self.heads.items() for k, axes in t.onnx_outputs("none", dynamic_batch).items()}
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
+        if self.same_input:
+            return tuple(self.onnx_outputs())
         return tuple(f"{n}.{k}" for n, t in self.heads.items() for k in t.onnx_output_names("none"))
 
     @property
@@ -85,17 +104,24 @@ class JointExport:
         return {f"{n}/{k}": limit for n, t in self.heads.items() for k, limit in t.onnx_parity_limits.items()}
 
     def export_module(self, model: nn.Module, postprocess: str = "none") -> nn.Module:
+        if self.same_input:
+            return SharedExportModule(model)
         return JointExportModule({n: t.export_module(model.heads[n], "none") for n, t in self.heads.items()},
                                  {n: len(t.onnx_inputs()) for n, t in self.heads.items()})
 
     def export_examples(self, batch: Any, model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
-        """One argument tuple per head example, zipped across the heads: a batch that lacks a head gives none."""
+        """One argument tuple per head example, zipped across the heads: a batch that lacks a head gives none (the
+        shared pass: one tuple per image)."""
+        if self.same_input:
+            return [(image,) for image in batch.images]
         if set(batch.heads) != set(self.heads):
             return []
         per_head = [t.export_examples(batch.heads[n], model.heads[n]) for n, t in self.heads.items()]
         return [tuple(a for args in combo for a in args) for combo in zip(*per_head)]
 
     def example_images(self, args: tuple[torch.Tensor, ...]) -> int:
+        if self.same_input:
+            return 1
         first = next(iter(self.heads.values()))
         return first.example_images(args[:len(first.onnx_inputs())])
 
@@ -108,6 +134,11 @@ class JointExport:
         return figures
 
     def preprocessing(self, model: nn.Module) -> dict[str, Any]:
+        if self.same_input:
+            detection = self.heads["detection"].preprocessing(model.heads["detection"])
+            return {**detection, "outputs": "detection.boxes (x1, y1, x2, y2 pixels of the input), detection.labels "
+                                            "(1-based class index), detection.scores; segmentation.logits (1, C, H, W) "
+                                            "at the input's size", "shared_pass": list(self.heads)}
         return {n: t.preprocessing(model.heads[n]) for n, t in self.heads.items()}
 
     def set_export_size(self, size: tuple[int, int]) -> None:
@@ -115,4 +146,6 @@ class JointExport:
             task.set_export_size(size)
 
     def onnx_model(self, runner: OnnxRunner) -> nn.Module:
+        if self.same_input:
+            return SharedOnnx(runner)
         return JointOnnx({n: t.onnx_model(HeadRunner(runner, n)) for n, t in self.heads.items()})

@@ -33,10 +33,25 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from ...config import CONFIG_DIR, BackboneConfig, check_config, setting
+from ...datasets import as_rgb, image_label
+from ...datasets.detection_transforms import detection_transforms
 from ...errors import ConfigError, UserError
+from ...modes import eval_mode
+from ...reports import save_image_grid
 from ..base import DataInfo, Evaluator, Task
+from ..detection.results import detection_result, draw_boxes, image_tensor
 from ..result import Result, captioned
+from ..segmentation.results import overlay, segmentation_result
 from .onnx import JointExport
+from .shared import (
+    SHARED_PASS_HEADS,
+    SharedBatch,
+    SharedInputDataset,
+    collate_shared,
+    pair_by_image,
+    shared_losses,
+    shared_outputs,
+)
 
 SEPARATOR = "+"
 HEAD_KEYS = ("model", "data", "weight", "lr_mult")
@@ -49,7 +64,10 @@ class JointModelConfig:
 
 @dataclass
 class JointDataConfig:
-    """Empty: each head's data is its ``tasks.<head>.data`` section."""
+    """Each head's data is its ``tasks.<head>.data`` section; this one says whether the heads share their input."""
+
+    same_input: bool = setting(False, "detection+segmentation: one dataset (the heads' images paired by file name), "
+                                      "one image batch and one backbone forward per step for both heads (shared.py)")
 
 
 # ------------------------------------------------------------------ data
@@ -124,12 +142,18 @@ class JointModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.steps = steps  # head -> (its task, its loss weight): plain attributes, not weights
 
-    def forward(self, batch: JointBatch) -> dict[str, torch.Tensor]:
-        losses = {}
-        for name, part in batch.heads.items():
-            task, weight = self.steps[name]
-            losses.update({f"{name}/{k}": weight * v for k, v in task.training_step(self.heads[name], part).items()})
-        return losses
+    def forward(self, batch: JointBatch | SharedBatch) -> dict[str, torch.Tensor]:
+        if isinstance(batch, SharedBatch):
+            segmentation = self.steps["segmentation"][0]
+            per_head = shared_losses(self, batch, segmentation, segmentation.cfg.data.ignore_index)
+        else:
+            per_head = {name: self.steps[name][0].training_step(self.heads[name], part)
+                        for name, part in batch.heads.items()}
+        return {f"{name}/{k}": self.steps[name][1] * v for name, losses in per_head.items() for k, v in losses.items()}
+
+    def shared_outputs(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The shared pass on one image (``shared.shared_outputs``): its detections and segmentation logits."""
+        return shared_outputs(self, image)
 
 
 def share_backbone(model: nn.Module, backbone_of: Callable[[nn.Module], nn.Module], shared: nn.Module) -> None:
@@ -168,7 +192,8 @@ class JointEvaluator(Evaluator):
 
 
 class JointResult(Result):
-    """Every head's result for one image (``heads``: name -> that task's result), each from its own pass."""
+    """Every head's result for one image (``heads``: name -> that task's result). ``r["shared_pass"]`` lists the heads
+    whose results came from one backbone pass (``data.same_input``); the others each ran on their own input."""
 
     picture = "heads"
 
@@ -177,10 +202,18 @@ class JointResult(Result):
         self.heads = heads
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.image, **{name: _record(r) for name, r in self.heads.items()}}
+        return {"image": self.image, "shared_pass": self["shared_pass"],
+                **{name: _record(r) for name, r in self.heads.items()}}
 
     def plot(self) -> np.ndarray:
-        """The heads' pictures side by side (each at the height of the tallest)."""
+        """A shared pass's boxes and mask in one picture (the mask's colours under the boxes); else the heads'
+        pictures side by side (each at the height of the tallest)."""
+        if self["shared_pass"]:
+            boxes, masks = self.heads["detection"], self.heads["segmentation"]
+            rgb = overlay(self.rgb(), masks.mask, masks.palette)
+            scale = max(1, -(-640 // rgb.shape[1]))  # as DetectionResult.plot: captions stay readable
+            return draw_boxes(rgb.repeat(scale, 0).repeat(scale, 1), np.zeros((0, 4)), boxes.boxes * scale,
+                              [f"{d['label']} {d['score']:.2f}" for d in boxes["detections"]])
         pictures = [r.plot() if isinstance(r, Result) else captioned(self.rgb(), []) for r in self.heads.values()]
         height = max(p.shape[0] for p in pictures)
         return np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255)
@@ -240,13 +273,39 @@ class JointTask(JointExport, Task):
             self.heads[name] = self.task_class(name)(sub)
             self.weights[name] = float(entry.get("weight", 1.0))
             self.lr_mults[name] = float(entry.get("lr_mult", 1.0))
+        self.same_input = cfg.data.same_input
+        if self.same_input:
+            for name in self.head_names:
+                if name not in SHARED_PASS_HEADS:
+                    raise ConfigError(f"data.same_input: the {name} head cannot share one input pass with the others "
+                                      f"(it reads its own inputs, e.g. face's aligned crops at its image_size); the "
+                                      f"heads that can: {', '.join(SHARED_PASS_HEADS)}")
 
     # ------------------------------------------------------------------ building
     def build_datasets(self, training: bool = True) -> JointDataInfo:
         heads = {name: task.build_datasets(training) for name, task in self.heads.items()}
+        if self.same_input:
+            return self._shared_datasets(heads, training)
         train = CycledHeads({n: d.train for n, d in heads.items()}) if all(d.train is not None for d in heads.values()) \
             else None
         return JointDataInfo(train, InterleavedHeads({n: d.val for n, d in heads.items()}),
+                             skipped=[p for d in heads.values() for p in d.skipped], heads=heads)
+
+    def _shared_datasets(self, heads: dict[str, DataInfo], training: bool) -> JointDataInfo:
+        """One dataset for both heads of the shared pass: the detection splits, each image with its mask."""
+        boxes, masks = heads["detection"], heads["segmentation"]
+        d = self.heads["detection"].cfg.data
+        augment = detection_transforms(True, hflip=d.hflip, scale_jitter=tuple(d.scale_jitter),
+                                       color_jitter=d.color_jitter, min_visibility=d.min_visibility,
+                                       mask_fill=masks.ignore_index)
+        seed = self.cfg.train.seed
+
+        def paired(split: str, train: bool) -> SharedInputDataset:
+            b, m = (boxes.train, masks.train) if train else (boxes.val, masks.val)
+            return SharedInputDataset(b.data, m.data, pair_by_image(b.data, m.data, split),
+                                      augment if train else detection_transforms(False), train=train, seed=seed)
+
+        return JointDataInfo(paired("train", True) if training else None, paired("val", False),
                              skipped=[p for d in heads.values() for p in d.skipped], heads=heads)
 
     def data_from_meta(self, meta: dict[str, Any]) -> JointDataInfo:
@@ -275,6 +334,8 @@ class JointTask(JointExport, Task):
                 if id(p) not in shared}
 
     def collate_fn(self) -> Callable:
+        if self.same_input:
+            return collate_shared
         collates = {name: task.collate_fn() or default_collate for name, task in self.heads.items()}
 
         def collate(samples: list[dict[str, Any]]) -> JointBatch:
@@ -290,35 +351,94 @@ class JointTask(JointExport, Task):
     def training_step(self, model: nn.Module, batch: JointBatch) -> dict[str, torch.Tensor]:
         return model(batch)
 
-    def evaluation_step(self, model: nn.Module, batch: JointBatch) -> tuple[dict[str, Any], dict[str, Any]]:
+    def evaluation_step(self, model: nn.Module, batch: JointBatch | SharedBatch) -> tuple[dict[str, Any], dict[str, Any]]:
+        if isinstance(batch, SharedBatch):
+            return self._shared_evaluation_step(model, batch)
         predictions, targets = {}, {}
         for name, part in batch.heads.items():
             predictions[name], targets[name] = self.heads[name].evaluation_step(model.heads[name], part)
         return predictions, targets
 
+    def _shared_evaluation_step(self, model: nn.Module, batch: SharedBatch):
+        """Each image alone through the shared pass (module ``shared``): detections for the detection evaluator,
+        masks at the image's size (padded to the batch's largest with ``ignore_index``, never scored) for the
+        segmentation evaluator."""
+        ignore = self.heads["segmentation"].cfg.data.ignore_index
+        h = max(m.shape[0] for m in batch.masks)
+        w = max(m.shape[1] for m in batch.masks)
+        masks = torch.full((len(batch.masks), h, w), ignore, dtype=torch.long)
+        predicted = torch.full_like(masks, 0)
+        detections = []
+        for k, (image, mask) in enumerate(zip(batch.images, batch.masks)):
+            found, logits = model.shared_outputs(image)
+            detections.append({n: v.float().cpu() if v.is_floating_point() else v.cpu() for n, v in found.items()})
+            masks[k, :mask.shape[0], :mask.shape[1]] = mask.cpu()
+            predicted[k, :mask.shape[0], :mask.shape[1]] = logits.argmax(1)[0].cpu()
+        return ({"detection": detections, "segmentation": predicted},
+                {"detection": [{k: v.cpu() if torch.is_tensor(v) else v for k, v in t.items()} for t in batch.targets],
+                 "segmentation": masks})
+
     # ------------------------------------------------------------------ results
     def write_report(self, run_dir: Path, model: nn.Module, evaluator: JointEvaluator, data: JointDataInfo,
                      device: torch.device) -> None:
-        """Each head's single-task report (its report.json, tables and plots) in ``<run>/<head>/``."""
+        """Each head's single-task report (its report.json, tables and plots) in ``<run>/<head>/``; with
+        ``data.same_input`` the segmentation head's protocol states the shared pass, and ``<run>/plots/predictions.png``
+        shows the first validation images' boxes and masks from it (the segmentation head's own picture, made with
+        its sliding-window inference, is not drawn)."""
         for name, task in self.heads.items():
             out = Path(run_dir) / name
             out.mkdir(parents=True, exist_ok=True)
             (out / "report.json").write_text(json.dumps(evaluator.heads[name].compute(), indent=2))
-            task.write_report(out, model.heads[name], evaluator.heads[name], data.heads[name], device)
+            if self.same_input and name == "segmentation":
+                evaluator.heads[name].inference = SHARED_PROTOCOL
+                evaluator.heads[name].write_report(out)
+            else:
+                task.write_report(out, model.heads[name], evaluator.heads[name], data.heads[name], device)
+        if self.same_input and data.val is not None and len(data.val):
+            with eval_mode(model):
+                files = [data.val.samples[k].image_path for k in range(min(8, len(data.val)))]
+                results = self._shared_predict(model, files, data, device)
+            save_image_grid([r.plot() for r in results], [Path(f).stem for f in files],
+                            Path(run_dir) / "plots" / "predictions.png",
+                            "Validation images: boxes (score >= 0.5) and masks from one backbone pass", cols=4)
 
     def predict(self, model: nn.Module, paths: list[Any], data: JointDataInfo, device: torch.device,
                 **options: Any) -> list[JointResult]:
-        """Every head's result per image, each head on its own preprocessing (its own pass through the backbone)."""
+        """Every head's result per image: from one backbone pass with ``data.same_input``, else each head on its own
+        preprocessing (its own pass through the backbone)."""
+        if self.same_input:
+            return self._shared_predict(model, paths, data, device, options.get("score_thresh", 0.5))
         per_head = {}
         for name, task in self.heads.items():
             mine = {o.name for o in task.predict_options}
             per_head[name] = task.predict(model.heads[name], paths, data.heads[name], device,
                                           **{k: v for k, v in options.items() if k in mine})
-        return [JointResult({"image": rows[0]["image"], **{n: _record(r) for n, r in zip(per_head, rows)}}, path,
-                            dict(zip(per_head, rows)))
+        return [JointResult({"image": rows[0]["image"], "shared_pass": [],
+                             **{n: _record(r) for n, r in zip(per_head, rows)}}, path, dict(zip(per_head, rows)))
                 for path, rows in zip(paths, zip(*per_head.values()))]
 
+    @torch.inference_mode()
+    def _shared_predict(self, model: nn.Module, paths: list[Any], data: JointDataInfo, device: torch.device,
+                        score_thresh: float = 0.5) -> list[JointResult]:
+        """Boxes and mask of each image from one backbone pass (module ``shared``)."""
+        boxes, masks = data.heads["detection"], data.heads["segmentation"]
+        palette = masks.palette()
+        results = []
+        for index, path in enumerate(paths):
+            found, logits = model.shared_outputs(image_tensor(as_rgb(path), device))
+            heads = {"detection": detection_result(found, path, index, boxes, score_thresh),
+                     "segmentation": segmentation_result(logits.argmax(1)[0].cpu().numpy(), path, index, masks, palette)}
+            heads = {name: heads[name] for name in self.head_names}
+            results.append(JointResult({"image": image_label(path, index), "shared_pass": list(self.head_names),
+                                        **{n: _record(r) for n, r in heads.items()}}, path, heads))
+        return results
 
+
+
+SHARED_PROTOCOL = ("argmax of the logits of each image alone from the joint model's shared pass (data.same_input): "
+                   "the detector's input (resized to the detection head's min_size / max_size, normalised, padded to "
+                   "a multiple of 32), the logits cropped to the resized image and upsampled bilinearly to the "
+                   "image's own size; no sliding window, no flip. The same as predict.")
 
 _CLASSES: dict[str, type[JointTask]] = {}
 

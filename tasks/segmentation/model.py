@@ -193,7 +193,12 @@ class SegmentationModel(nn.Module):
         arithmetic stays outside the graph); ``aux`` as in :meth:`forward`."""
         if aux and self.aux_feature is None:
             raise ValueError("this model has no auxiliary head (built with aux_head=False)")
-        features = self.backbone(x)
+        return self.decode(x, self.backbone(x), aux)
+
+    def decode(self, x: torch.Tensor, features: Mapping[str, torch.Tensor],
+               aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (``aux``: and auxiliary logits) at the resolution of ``x`` from the backbone's ``features`` of
+        ``x`` (a joint model's shared pass computes them once for several heads)."""
         logits = self._upsample(self.head(self.decoder(self.features(x, features))), x)
         if not aux:
             return logits

@@ -56,6 +56,16 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float
     return out.round().astype(np.uint8)
 
 
+def segmentation_result(mask: np.ndarray, source: Any, index: int, data: SegmentationDataInfo,
+                        palette: np.ndarray) -> SegmentationResult:
+    """The result of one image from its predicted ``(H, W)`` class mask."""
+    counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
+    pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
+    return SegmentationResult({"image": image_label(source, index), "height": int(mask.shape[0]),
+                               "width": int(mask.shape[1]), "pixels": pixels, "mask": mask},
+                              source, data.classes, palette)
+
+
 class SegmentationPrediction:
     """Segmentation's prediction members, mixed into ``SegmentationTask``; uses the core's ``transforms`` and
     ``logits`` (evaluation runs the model the same way). ``write_predictions`` is ``Task``'s (each result saves its
@@ -76,9 +86,5 @@ class SegmentationPrediction:
             rgb = as_rgb(path)
             tensor, _ = transform(rgb, np.zeros(rgb.shape[:2], dtype=np.uint8))
             mask = self.logits(model, tensor[None].to(device)).argmax(1)[0].cpu().numpy()
-            counts = np.bincount(mask.reshape(-1), minlength=len(data.classes))
-            pixels = {name: round(float(c) / mask.size, 4) for name, c in zip(data.classes, counts) if c}
-            results.append(SegmentationResult({"image": image_label(path, index), "height": int(mask.shape[0]),
-                                               "width": int(mask.shape[1]), "pixels": pixels, "mask": mask},
-                                              path, data.classes, palette))
+            results.append(segmentation_result(mask, path, index, data, palette))
         return results

@@ -251,13 +251,17 @@ class SegmentationTask(SegmentationExport, SegmentationPrediction, Task):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, model: nn.Module, batch: SegmentationBatch) -> dict[str, torch.Tensor]:
-        images, masks = batch.images, batch.masks
-        weight = self.cfg.model.aux_weight
-        if not weight:
-            return self.loss(model(images), masks)
-        logits, aux_logits = model(images, aux=True)
-        aux = {f"loss_aux_{k.removeprefix('loss_')}": weight * v for k, v in self.loss(aux_logits, masks).items()}
-        return self.loss(logits, masks) | aux
+        if not self.cfg.model.aux_weight:
+            return self.losses(model(batch.images), None, batch.masks)
+        return self.losses(*model(batch.images, aux=True), batch.masks)
+
+    def losses(self, logits: torch.Tensor, aux_logits: torch.Tensor | None, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The configured loss terms, plus the auxiliary head's (weighted by ``model.aux_weight``) when given."""
+        losses = self.loss(logits, masks)
+        if aux_logits is not None:
+            weight = self.cfg.model.aux_weight
+            losses |= {f"loss_aux_{k.removeprefix('loss_')}": weight * v for k, v in self.loss(aux_logits, masks).items()}
+        return losses
 
     def evaluation_step(self, model: nn.Module, batch: SegmentationBatch):
         """Each image runs alone, cropped to its own size: what ``predict`` does, so the prediction never
