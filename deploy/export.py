@@ -147,6 +147,9 @@ def export_model(task, model: torch.nn.Module, state: dict[str, Any], checkpoint
         raise UserError(f"--parity-images must be at least 1, got {parity_images}")
     if quantize and len(task.onnx_inputs(dynamic_batch)) > 1:
         raise UserError(f"--quantize int8 is not available for a graph of several inputs (task {task.name})")
+    if quantize and not task.onnx_int8:
+        raise UserError(f"--quantize int8 is not built for task {task.name}: export it in float32, or extract a head "
+                        "(resvision extract) and quantize that")
     if quantize and calibration_images < 1:
         raise UserError(f"--calibration-images must be at least 1, got {calibration_images}")
     cfg = task.cfg

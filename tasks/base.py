@@ -248,6 +248,8 @@ class Task:
     #: ``export --quantize int8``: name prefixes of the graph nodes to quantize (the exporter names a node after
     #: its module, e.g. ``/model/backbone/...``); the rest stays float32. Empty: every node ONNX Runtime can.
     int8_scopes: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``export --quantize int8`` is built for the task's graph (joint files: not yet).
+    onnx_int8: ClassVar[bool] = True
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
         """Names of :meth:`export_module`'s outputs, in order."""

@@ -74,6 +74,7 @@ class JointExport:
     when ``same_input``)."""
 
     onnx_postprocess = ("none",)
+    onnx_int8 = False  # not built for joint files (the shared pass's graph has one input, but no INT8 scopes)
     same_input = False
 
     @property

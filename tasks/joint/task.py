@@ -395,12 +395,27 @@ class JointTask(JointExport, Task):
             else:
                 task.write_report(out, model.heads[name], evaluator.heads[name], data.heads[name], device)
         if self.same_input and data.val is not None and len(data.val):
-            with eval_mode(model):
-                files = [data.val.samples[k].image_path for k in range(min(8, len(data.val)))]
-                results = self._shared_predict(model, files, data, device)
-            save_image_grid([r.plot() for r in results], [Path(f).stem for f in files],
-                            Path(run_dir) / "plots" / "predictions.png",
-                            "Validation images: boxes (score >= 0.5) and masks from one backbone pass", cols=4)
+            self._shared_picture(Path(run_dir) / "plots" / "predictions.png", model, data, device)
+
+    def _shared_picture(self, path: Path, model: nn.Module, data: JointDataInfo, device: torch.device) -> None:
+        """The first validation images: ground truth (boxes in green, mask colours) beside the shared pass's
+        prediction (boxes >= 0.5 in red with class and score, mask colours), enlarged 2x so the captions read."""
+        masks = data.heads["segmentation"]
+        palette = masks.palette()
+        samples = [data.val.samples[k] for k in range(min(6, len(data.val)))]
+        with eval_mode(model):
+            results = self._shared_predict(model, [s.image_path for s in samples], data, device)
+        images, captions = [], []
+        for k, (sample, result) in enumerate(zip(samples, results)):
+            rgb, truth = result.rgb(), data.val[k]["segmentation"][1].numpy()
+            found = result.heads["detection"]
+            pair = [draw_boxes(overlay(rgb, truth, palette), sample.boxes, np.zeros((0, 4)), []),
+                    draw_boxes(overlay(rgb, result.heads["segmentation"].mask, palette), np.zeros((0, 4)), found.boxes,
+                               [f"{d['label']} {d['score']:.2f}" for d in found["detections"]])]
+            images += [p.repeat(2, 0).repeat(2, 1) for p in pair]
+            captions += [f"{Path(sample.image_path).stem}: ground truth", f"{Path(sample.image_path).stem}: prediction"]
+        save_image_grid(images, captions, path, "Validation images: ground truth and one backbone pass's boxes and mask",
+                        cols=4, legend={name: palette[i] for i, name in enumerate(masks.classes) if i})
 
     def predict(self, model: nn.Module, paths: list[Any], data: JointDataInfo, device: torch.device,
                 **options: Any) -> list[JointResult]:
