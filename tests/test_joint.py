@@ -303,15 +303,16 @@ def test_heads_sharing_an_input_take_one_backbone_pass_with_each_heads_own_losse
     losses = model(batch)
     assert len(calls) == 1
     detector, segmenter = model.heads["detection"], model.heads["segmentation"]
-    torch.manual_seed(0)  # the RPN and RoI samplers draw in the same order
-    own = detector(batch.images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets])
-    for key, value in own.items():
-        torch.testing.assert_close(losses[f"detection/{key}"], value)
+    # the segmentation model's input: the detector's (its transform draws a random number: before the seed)
     images, targets = detector.transform(batch.images, [{"boxes": t["boxes"], "labels": t["labels"],
                                                          "masks": m[None]} for t, m in zip(batch.targets, batch.masks)])
     masks = torch.full(images.tensors.shape[:1] + images.tensors.shape[-2:], 255, dtype=torch.long)
     for k, (h, w) in enumerate(images.image_sizes):
         masks[k, :h, :w] = targets[k]["masks"][0]
+    torch.manual_seed(0)  # the RPN and RoI samplers, then the decoder's dropout, draw in the same order
+    own = detector(batch.images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets])
+    for key, value in own.items():
+        torch.testing.assert_close(losses[f"detection/{key}"], value)
     seg_task = task.heads["segmentation"]
     for key, value in seg_task.losses(*segmenter(images.tensors, aux=True), masks).items():
         torch.testing.assert_close(losses[f"segmentation/{key}"], value)
