@@ -370,6 +370,7 @@ def test_same_input_refuses_a_head_that_reads_its_own_inputs_and_an_image_withou
                    pair_by_image, boxes, masks, "val")
 
 
+@pytest.mark.slow  # export, parity and ONNX Runtime evaluation of 100 images, ~20 s (keeps make test near 6 min)
 def test_a_shared_pass_exports_to_one_graph_of_one_input(shared_run, tmp_path):
     """export: one image in, every head's outputs out, each head parity-checked with its own limits; eval and
     predict with ONNX Runtime give the torch model's results."""
