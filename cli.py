@@ -42,8 +42,9 @@ def _predict_options() -> list[tuple[str, tuple]]:
 def _common(parser: argparse.ArgumentParser) -> None:
     from .tasks import list_tasks  # the task table only: no task (and no torch) is imported for --help
 
-    parser.add_argument("--task", help=f"task name ({', '.join(list_tasks())}); its default config runs on built-in "
-                        "data (`resvision config --task NAME` prints its settings)")
+    parser.add_argument("--task", help=f"task name ({', '.join(list_tasks())}), or heads on one backbone joined "
+                        "by '+' (e.g. detection+segmentation); its default config runs on built-in data (`resvision "
+                        "config --task NAME` prints its settings)")
     parser.add_argument("--config", help="YAML config (default: the task's default, or the checkpoint's own config)")
     parser.add_argument("--output", help="directory for this command's results")
 

@@ -10,6 +10,9 @@ compute the same outputs from the same weights and the ratio is what sharing the
    shapes (their own sizes, resized to the detector's ``min_size``): torch eager, then ONNX Runtime on the files
    ``torch.onnx`` writes of each (the joint file is what ``resvision export`` writes for this run).
 2. One training step (forward, backward, AdamW step) on the same batch of 8: joint ÷ (detection + segmentation).
+
+With ``--device cuda`` the models and images are on the GPU and every window waits for the GPU's work to end
+(ONNX Runtime rows are left out: the package measured is onnxruntime's CPU build).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resvision.benchmarks.measure import alternate, compare
+from resvision.engine.trainer import to_device
 
 CONFIG = "detection+segmentation"
 
@@ -72,11 +76,18 @@ def _onnx(module: nn.Module, image: torch.Tensor, path: Path, outputs: list[str]
     return OnnxRunner(path)
 
 
+def _synchronize() -> None:
+    """Wait for the GPU's queued work, so that a window's clock covers it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _infer_window(run, images):
     def window() -> int:
         with torch.inference_mode():
             for image in images:
                 run(image)
+        _synchronize()
         return len(images)
     return window
 
@@ -85,6 +96,7 @@ def _train_window(step, batches):
     def window() -> int:
         for batch in batches:
             step(batch)
+        _synchronize()
         return sum(len(b.images) for b in batches)
     return window
 
@@ -109,7 +121,8 @@ def _single_models(model):
 
 
 def _inference(model, images, windows: int):
-    """Eager and ONNX Runtime rates of the joint model's one pass and of the two single-task models in turn."""
+    """Eager and ONNX Runtime rates (eager only on a GPU: ``None`` for ONNX Runtime) of the joint model's one pass
+    and of the two single-task models in turn."""
     from resvision.tasks.detection.onnx import OneImageDetector
     from resvision.tasks.joint.shared import SharedExportModule
 
@@ -118,6 +131,8 @@ def _inference(model, images, windows: int):
     _log(f"[joint] eager inference, {len(images)} images")
     eager = alternate({"joint": _infer_window(model.shared_outputs, images),
                        "two models": _infer_window(lambda x: (detector([x]), segmenter(x)), images)}, windows, log=_log)
+    if images[0].is_cuda:
+        return eager, None
 
     with tempfile.TemporaryDirectory() as tmp:
         _log("[joint] exporting the three graphs")
@@ -133,25 +148,30 @@ def _inference(model, images, windows: int):
 
 def bench_joint(s) -> list[str]:
     """``s``: the tool's Settings (``pick``, ``command``)."""
+    device = torch.device(s.device)
     task, model, data = _build()
-    images = [data.val[k]["detection"][0] for k in range(s.pick(16, 4))]
+    model.to(device)
+    images = [data.val[k]["detection"][0].to(device) for k in range(s.pick(16, 4))]
+    # a GPU runs a window of 16 small images in a fifth of a second, too short to time against launch jitter
+    laps = 10 if device.type == "cuda" else 1
     sizes = sorted({tuple(i.shape[-2:]) for i in images})
     windows = s.pick(7, 1)
-    rates = {"demo model (half-width ResNet-18, 160 px)": _inference(model, images, windows)}
+    rates = {"demo model (half-width ResNet-18, 160 px)": _inference(model, images * laps, windows)}
     _, big, _ = _build(tuple(RESNET50))
-    rates["ResNet-50, 512 px"] = _inference(big, images[:s.pick(6, 2)], s.pick(5, 1))
+    big.to(device)
+    rates["ResNet-50, 512 px"] = _inference(big, images[:s.pick(6, 2)] * laps, s.pick(5, 1))
     del big
     detector, segmenter = _single_models(model)
 
     loader = torch.utils.data.DataLoader(data.train, batch_size=8, shuffle=False, collate_fn=task.collate_fn())
-    batches = [batch for batch, _ in zip(loader, range(s.pick(2, 1)))]
+    batches = [to_device(batch, device) for batch, _ in zip(loader, range(s.pick(2, 1)))] * laps
     model.train(), detector.train(), segmenter.train()
     seg_task = task.heads["segmentation"]
 
     def segmentation_losses(batch):
         targets = [{"boxes": t["boxes"], "labels": t["labels"], "masks": m[None]} for t, m in zip(batch.targets, batch.masks)]
         inputs, targets = detector.transform(batch.images, targets)
-        masks = torch.full((len(targets), *inputs.tensors.shape[-2:]), 255, dtype=torch.long)
+        masks = torch.full((len(targets), *inputs.tensors.shape[-2:]), 255, dtype=torch.long, device=device)
         for k, t in enumerate(targets):
             masks[k, :t["masks"].shape[1], :t["masks"].shape[2]] = t["masks"][0]
         return seg_task.losses(*segmenter.model(inputs.tensors, aux=True), masks)
@@ -163,13 +183,14 @@ def bench_joint(s) -> list[str]:
     _log(f"[joint] training steps, {len(batches)} batches of 8")
     train = alternate({name: _train_window(step, batches) for name, step in steps.items()}, s.pick(5, 1), log=_log)
 
-    lines = ["## Joint run: one backbone pass for detection + segmentation vs the two single-task models", "",
+    on_gpu = f" (on the GPU: {torch.cuda.get_device_name()})" if device.type == "cuda" else ""
+    lines = [f"## Joint run{on_gpu}: one backbone pass for detection + segmentation vs the two single-task models", "",
              f"The packaged `{CONFIG}` model (`configs/{CONFIG}/fasterrcnn_fpn_smallresnet_shapes.yaml`: half-width "
              "ResNet-18 with c2–c5, Faster R-CNN FPN at min_size 160, FPN segmentation decoder; fresh weights) against "
              "copies of its two heads, each with its own backbone: the detector, and the segmentation model on the "
              "detector's input (the same resized image), its logits upsampled to the image as the shared pass does. "
              f"{len(images)} built-in shapes validation images (sizes {sizes[0][1]}x{sizes[0][0]} … "
-             f"{sizes[-1][1]}x{sizes[-1][0]}), one at a time. The same heads on a ResNet-50 backbone with the images "
+             f"{sizes[-1][1]}x{sizes[-1][0]}), one at a time{f', {laps} laps per window' if laps > 1 else ''}. The same heads on a ResNet-50 backbone with the images "
              f"resized to 512 px (`{' '.join(RESNET50)}`; the first {s.pick(6, 2)} images) show the other end: what "
              "one pass saves is the backbone's share of the two models' time, small for the demo's backbone (cheaper "
              "than the detector's RPN and RoI heads), large for a ResNet-50.", "",
@@ -177,6 +198,8 @@ def bench_joint(s) -> list[str]:
              "windows | target |", "|---|---|---:|---:|---:|---|---:|---|"]
     for label, per_engine in rates.items():
         for engine, measured in zip(("torch eager", "ONNX Runtime"), per_engine):
+            if measured is None:
+                continue
             c = compare(measured, "two models", "joint")  # time ratio = rate of the two / rate of the joint
             verdict = "noisy (rounds disagree by > ±10 %)" if c.noisy else "met" if c.ratio <= 0.65 else "**not met**"
             lines.append(f"| {label} | {engine} | {c.b:.2f} | {c.a:.2f} | **{c.ratio:.3f}** | {c.low:.3f}–{c.high:.3f} "

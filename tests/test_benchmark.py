@@ -38,3 +38,18 @@ def test_a_ratio_whose_rounds_disagree_is_marked_noisy():
     shaky = compare({"a": [10.0, 13.0, 8.0], "b": [5.0, 5.0, 5.0]}, "a", "b")
     assert not steady.noisy and "noisy" not in steady.cell(1.5) and "target ≥ 1.5: met" in steady.cell(1.5)
     assert shaky.noisy and shaky.cell(1.5).endswith("noisy")
+
+
+def test_device_cuda_is_refused_for_sections_that_run_on_the_cpu_only():
+    """``--device cuda`` moves the joint section's models to the GPU; every other section times CPU work, so asking
+    for them on a GPU is an error naming the sections that can, before anything runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).parents[1] / "tools" / "benchmark.py"
+    out = subprocess.run([sys.executable, str(tool), "--device", "cuda", "--only", "trainer"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "--device cuda: only joint run on a GPU; add --only joint" in out.stderr
+    assert "Trainer" not in out.stdout

@@ -50,6 +50,31 @@ def test_fpn_and_heads_are_sized_from_feature_specs():
         build_faster_rcnn(body, 3, DetectorSettings(**SMALL))
 
 
+
+def test_fpn_features_pick_the_levels_the_detector_reads_from_a_backbone_that_outputs_more():
+    """A detector reading c3..c5 of a backbone that also outputs c2 (what a joint model's segmentation decoder reads)
+    is the detector built on a c3..c5 backbone: the same state dict loads strictly and detects the same boxes."""
+    torch.manual_seed(0)
+    spec = dict(block="basic", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    settings = dict(anchor_sizes=[[16], [32], [64], [128]], box_score_thresh=0.0, **SMALL)
+    wide = build_faster_rcnn(build_backbone("custom", out_features=["c2", "c3", "c4", "c5"], **spec), 3,
+                             DetectorSettings(fpn_features=["c3", "c4", "c5"], **settings)).eval()
+    plain = build_faster_rcnn(build_backbone("custom", out_features=["c3", "c4", "c5"], **spec), 3,
+                              DetectorSettings(**settings)).eval()
+    plain.load_state_dict(wide.state_dict(), strict=True)
+    images = [torch.rand(3, 120, 150)]
+    with torch.no_grad():
+        assert list(wide.backbone(images[0][None])) == ["c3", "c4", "c5", "pool"]
+        expected, got = plain(images), wide(images)
+    assert len(expected[0]["boxes"]) > 10
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(got[0][key], expected[0][key])
+    body = build_backbone("custom", out_features=["c3", "c4", "c5"], **spec)
+    with pytest.raises(ConfigError, match=r"model.fpn_features names c2, which the backbone does not output"):
+        build_faster_rcnn(body, 3, DetectorSettings(fpn_features=["c2", "c3"], **settings))
+    with pytest.raises(ConfigError, match=r"model.fpn_features=\['c4', 'c3'\] must name each feature once, finest"):
+        build_faster_rcnn(body, 3, DetectorSettings(fpn_features=["c4", "c3"], **settings))
+
 def small_cfg(tmp_path, *extra):
     return load_config("detection", [f"output={tmp_path}/run", "train.progress=false", *extra])
 

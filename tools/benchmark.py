@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed benchmarks of resvision; every figure is a ratio against a reference timed in the same run.
 
-Usage: ``python tools/benchmark.py [--output docs/benchmarks.md] [--quick] [--only NAME ...]``
+Usage: ``python tools/benchmark.py [--output docs/benchmarks.md] [--quick] [--only NAME ...] [--device cuda]``
 (``make bench`` writes docs/benchmarks.md). Benchmarks: ``trainer`` (Trainer loop vs a bare PyTorch
 loop), ``reference`` (Trainer loop vs torchvision's reference classification loop), ``monitor`` (the cost of
 ``train.monitor_gradients``), ``pipeline``
@@ -61,9 +61,13 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+GPU_SECTIONS = ("joint",)  # sections that also run on a CUDA device (--device cuda)
+
+
 @dataclass
 class Settings:
     quick: bool
+    device: str = "cpu"
 
     def pick(self, full, quick):
         return quick if self.quick else full
@@ -74,7 +78,7 @@ class Settings:
 
     @property
     def command(self) -> str:
-        return COMMAND + (" --quick" if self.quick else "")
+        return COMMAND + (" --quick" if self.quick else "") + (f" --device {self.device}" if self.device != "cpu" else "")
 
 
 # ------------------------------------------------------------------------------- training loops
@@ -293,7 +297,8 @@ def bench_inference(s: Settings) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------- report
-def machine_header(command: str, started: datetime.datetime, seconds: float, load: tuple[float, float]) -> list[str]:
+def machine_header(command: str, started: datetime.datetime, seconds: float, load: tuple[float, float],
+                   device: str = "cpu") -> list[str]:
     import torchvision
 
     info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
@@ -305,6 +310,8 @@ def machine_header(command: str, started: datetime.datetime, seconds: float, loa
             "(`make bench` runs it with `--output docs/benchmarks.md`).", "",
             f"- Machine: {field('model name') or platform.processor() or 'unknown CPU'} ({simd}), "
             f"{os.cpu_count()} logical cores, Linux {platform.release()}",
+            *([f"- GPU: {torch.cuda.get_device_name()} (the models run there; CUDA {torch.version.cuda})"]
+              if device == "cuda" else []),
             f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
             f"- `torch.set_num_threads({THREADS})`; DataLoader workers run 1 torch thread each (PyTorch's default)",
             f"- 1-minute load average when the run started / ended: {load[0]:.2f} / {load[1]:.2f}", "",
@@ -386,12 +393,12 @@ RUNNERS = {"trainer": lambda s: bench_training(s, "trainer"), "reference": lambd
 SHARED_WINDOWS = ({"trainer", "reference"},)  # sections computed from one alternation: one process for both
 
 
-def _in_fresh_process(names: list[str], quick: bool) -> tuple[list[str], list[str]]:
+def _in_fresh_process(names: list[str], s: Settings) -> tuple[list[str], list[str]]:
     """Run ``names`` (one section, or sections that share windows) in a new process: ``(sections, failed)``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sections.json"
-        subprocess.run([sys.executable, __file__, *(["--quick"] if quick else []), *(f"--only={n}" for n in names),
-                        "--sections-json", str(out)], check=False)
+        subprocess.run([sys.executable, __file__, *(["--quick"] if s.quick else []), f"--device={s.device}",
+                        *(f"--only={n}" for n in names), "--sections-json", str(out)], check=False)
         if not out.is_file():  # the child died before writing (killed, out of memory)
             return [f"## {n}\n\nFailed: the section's process ended without a result." for n in names], names
         result = json.loads(out.read_text())
@@ -404,11 +411,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer and smaller windows: a sanity run, not figures to quote")
     parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help=f"where the models run; cuda: the {', '.join(GPU_SECTIONS)} section(s) only")
     parser.add_argument("--sections-json", type=Path, help=argparse.SUPPRESS)  # a child of _in_fresh_process
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        if not set(args.only or BENCHMARKS) <= set(GPU_SECTIONS):
+            parser.error(f"--device cuda: only {', '.join(GPU_SECTIONS)} run on a GPU; add --only "
+                         f"{' --only '.join(GPU_SECTIONS)}")
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device here")
     torch.set_num_threads(THREADS)
     os.environ.setdefault("RESVISION_OFFLINE", "1")
-    settings, started, t0 = Settings(args.quick), datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    settings = Settings(args.quick, args.device)
+    started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     load_start = os.getloadavg()[0]
     sections, failed = [], []
     names = list(dict.fromkeys(args.only or BENCHMARKS))
@@ -416,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     groups += [[n] for n in names if not any(n in shared for shared in SHARED_WINDOWS)]
     if len(groups) > 1 and not args.sections_json:
         for group in sorted(groups, key=lambda g: names.index(g[0])):
-            got, bad = _in_fresh_process(group, args.quick)
+            got, bad = _in_fresh_process(group, settings)
             sections += got
             failed += bad
         names = []
@@ -437,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sections_json.write_text(json.dumps({"sections": sections, "failed": failed}))
         return 1 if failed else 0
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
-    header = machine_header(command, started, time.perf_counter() - t0, (load_start, os.getloadavg()[0]))
+    header = machine_header(command, started, time.perf_counter() - t0, (load_start, os.getloadavg()[0]), settings.device)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")

@@ -30,23 +30,27 @@ from ...errors import ConfigError
 class FPNBackbone(nn.Module):
     """Registry backbone -> torchvision FPN with an extra max-pooled level (Lin et al. 2017, P6).
 
-    Outputs an OrderedDict with the backbone's feature names (e.g. ``c2..c5``) plus ``"pool"``,
-    each with ``out_channels`` channels.
+    Outputs an OrderedDict with the names of the features it reads (e.g. ``c2..c5``) plus ``"pool"``,
+    each with ``out_channels`` channels. ``features`` picks some of the backbone's features (default: all), e.g. when
+    a joint model's backbone also feeds a segmentation decoder that reads a finer level than the detector needs.
     """
 
-    def __init__(self, body: Backbone, out_channels: int = 256) -> None:
+    def __init__(self, body: Backbone, out_channels: int = 256, features: list[str] | None = None) -> None:
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork([s.channels for s in body.feature_specs], out_channels, extra_blocks=LastLevelMaxPool())
+        specs = {s.name: s for s in body.feature_specs}
+        self.feature_names = list(features) if features else list(specs)
+        self.fpn = FeaturePyramidNetwork([specs[n].channels for n in self.feature_names], out_channels,
+                                         extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels  # read by torchvision's RPN / RoI heads
 
-    @property
-    def feature_names(self) -> list[str]:
-        return [s.name for s in self.body.feature_specs]
+    def pyramid(self, features: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        """The backbone's features -> the FPN levels built on the ones this detector reads."""
+        return self.fpn(OrderedDict((n, features[n]) for n in self.feature_names))
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """(N, 3, H, W) -> {name: (N, out_channels, H/s, W/s)} for every level, finest first."""
-        return self.fpn(OrderedDict(self.body(x)))
+        return self.pyramid(self.body(x))
 
 
 class ExportableTransform(GeneralizedRCNNTransform):
@@ -106,6 +110,8 @@ class DetectorSettings:
     """Faster R-CNN hyper-parameters (torchvision's defaults; Ren et al. 2015, Lin et al. 2017)."""
 
     fpn_channels: int = setting(256, "channels of every FPN level, read by the RPN and the RoI box head", ge=1)
+    fpn_features: list[str] = setting(factory=list, help="the backbone features the FPN reads, finest first (empty: "
+                                                         "all of model.backbone.out_features)")
     anchor_sizes: list[list[int]] = setting(factory=lambda: [[32], [64], [128], [256], [512]],
                                             help="anchor sizes in input pixels, one list per FPN level (the backbone's "
                                                  "features, then pool)", ge=1)
@@ -148,7 +154,16 @@ def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettin
         torchvision's ``FasterRCNN`` (train mode: ``model(images, targets) -> losses``;
         eval mode: ``model(images) -> [{"boxes", "labels", "scores"}]`` in input-image pixels).
     """
-    backbone = FPNBackbone(body, settings.fpn_channels)
+    declared = [s.name for s in body.feature_specs]
+    missing = [n for n in settings.fpn_features if n not in declared]
+    if missing:
+        raise ConfigError(f"model.fpn_features names {', '.join(missing)}, which the backbone does not output "
+                          f"(model.backbone.out_features: {', '.join(declared)})")
+    order = [declared.index(n) for n in settings.fpn_features]
+    if any(b <= a for a, b in zip(order, order[1:])):
+        raise ConfigError(f"model.fpn_features={settings.fpn_features} must name each feature once, finest first, in "
+                          f"the order of model.backbone.out_features ({', '.join(declared)})")
+    backbone = FPNBackbone(body, settings.fpn_channels, settings.fpn_features)
     levels = len(backbone.feature_names) + 1  # + the max-pooled level
     if len(settings.anchor_sizes) != levels:
         raise ConfigError(
@@ -191,7 +206,7 @@ def detect_from_features(model: FasterRCNN, images: ImageList, features: dict[st
     through ``model.transform``; a joint model's shared pass computes them once for several heads). Returns
     ``(detections in the transformed images' pixels, losses)``: what ``FasterRCNN.forward`` does between its body
     and its postprocessing."""
-    pyramid = model.backbone.fpn(OrderedDict(features))
+    pyramid = model.backbone.pyramid(features)
     proposals, rpn_losses = model.rpn(images, pyramid, targets)
     detections, box_losses = model.roi_heads(pyramid, proposals, images.image_sizes, targets)
     return detections, {**rpn_losses, **box_losses}
