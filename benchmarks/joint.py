@@ -186,7 +186,8 @@ def bench_joint(s) -> list[str]:
     on_gpu = f" (on the GPU: {torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     lines = [f"## Joint run{on_gpu}: one backbone pass for detection + segmentation vs the two single-task models", "",
              f"The packaged `{CONFIG}` model (`configs/{CONFIG}/fasterrcnn_fpn_smallresnet_shapes.yaml`: half-width "
-             "ResNet-18 with c2–c5, Faster R-CNN FPN at min_size 160, FPN segmentation decoder; fresh weights) against "
+             "ResNet-18 with c2–c5, Faster R-CNN with its FPN on c3–c5 at min_size 160, FPN segmentation decoder on "
+             "c2–c5; fresh weights) against "
              "copies of its two heads, each with its own backbone: the detector, and the segmentation model on the "
              "detector's input (the same resized image), its logits upsampled to the image as the shared pass does. "
              f"{len(images)} built-in shapes validation images (sizes {sizes[0][1]}x{sizes[0][0]} … "

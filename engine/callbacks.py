@@ -13,7 +13,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from . import distributed as dist_utils
 from .checkpoint import copy_checkpoint, save_checkpoint
 
@@ -27,20 +27,30 @@ log = logging.getLogger("resvision")
 _TERM = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\*\s*)?([^\s*+]+)\s*")
 
 
-def monitored_value(monitor: str, metrics: dict[str, Any]) -> float:
-    """The value ``train.monitor`` names in ``metrics``: one metric (``mIoU``, a joint run's ``face/verif_acc``) or a
-    weighted sum of metrics, ``"0.5*detection/bbox_AP50 + 0.5*segmentation/mIoU"`` (numbers, names, ``*`` and ``+``
-    only: read as data, never evaluated as code). A one-line UserError names what does not parse or exist."""
-    total = 0.0
+def monitor_terms(monitor: str) -> list[tuple[float, str]]:
+    """``train.monitor`` read as ``[(weight, metric name), ...]``: one metric (``mIoU``, a joint run's
+    ``face/verif_acc``) or a weighted sum, ``"0.5*detection/bbox_AP50 + 0.5*segmentation/mIoU"`` (numbers, names,
+    ``*`` and ``+`` only: read as data, never evaluated as code). A one-line UserError names a term that does not
+    parse."""
+    terms = []
     for term in monitor.split(" + ") if " + " in monitor else [monitor]:
         match = _TERM.fullmatch(term)
         if match is None:
-            raise UserError(f"train.monitor={monitor!r}: {term.strip()!r} is not a metric name or <weight>*<metric>")
+            raise ConfigError(f"train.monitor={monitor!r}: {term.strip()!r} is not a metric name or <weight>*<metric>")
         weight, name = match.groups()
+        terms.append((float(weight or 1.0), name))
+    return terms
+
+
+def monitored_value(monitor: str, metrics: dict[str, Any]) -> float:
+    """The value ``train.monitor`` (:func:`monitor_terms`) names in ``metrics``; a one-line UserError names a metric
+    that does not exist."""
+    total = 0.0
+    for weight, name in monitor_terms(monitor):
         if name not in metrics:
             raise UserError(f"train.monitor={monitor!r}: {name!r} is not a metric of this task "
                             f"({', '.join(metrics)})")
-        total += float(weight or 1.0) * float(metrics[name])
+        total += weight * float(metrics[name])
     return total
 
 

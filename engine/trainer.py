@@ -31,7 +31,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..modes import eval_mode
 from . import distributed as dist_utils
 from .callbacks import (Callback, Checkpointer, CurvePlotter, DivergenceWatch, EarlyStopping, MetricsLogger,
-                        PlainProgress, ScheduledUnfreeze, monitored_value)
+                        PlainProgress, ScheduledUnfreeze, monitor_terms, monitored_value)
 from .checkpoint import check_compatible, holds_results, load_checkpoint, load_model_state
 from .optim import apply_finetune_policy, build_optimizer, build_scheduler, epochs_for, total_updates, updates_per_epoch
 
@@ -123,6 +123,8 @@ class Trainer:
         self.resume = resume
         self.run_dir = cfg.run_dir
         self.monitor = cfg.train.monitor or self.task.main_metric
+        if self.monitor:
+            monitor_terms(self.monitor)  # a malformed one fails now, not at the first validation
         self.monitor_mode = cfg.train.monitor_mode or self.task.main_metric_mode
         self.epoch = self.start_epoch = self.global_step = 0
         self.best: dict[str, Any] = {"value": None, "epoch": -1, "stale": 0}

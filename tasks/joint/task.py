@@ -35,6 +35,7 @@ from torch.utils.data import Dataset, default_collate
 from ...config import CONFIG_DIR, BackboneConfig, check_config, setting
 from ...datasets import as_rgb, image_label
 from ...datasets.detection_transforms import detection_transforms
+from ...engine.callbacks import monitor_terms
 from ...errors import ConfigError, UserError
 from ...modes import eval_mode
 from ...reports import save_image_grid
@@ -273,6 +274,11 @@ class JointTask(JointExport, Task):
             self.heads[name] = self.task_class(name)(sub)
             self.weights[name] = float(entry.get("weight", 1.0))
             self.lr_mults[name] = float(entry.get("lr_mult", 1.0))
+        if cfg.train.monitor:  # its metric names are known at the first validation; its heads are known now
+            for _, metric in monitor_terms(cfg.train.monitor):
+                if metric.split("/")[0] not in self.heads:
+                    raise ConfigError(f"train.monitor={cfg.train.monitor!r}: {metric!r} names no head of this run (a "
+                                      f"joint run's metrics are <head>/<metric>; heads: {', '.join(self.heads)})")
         self.same_input = cfg.data.same_input
         if self.same_input:
             for name in self.head_names:
