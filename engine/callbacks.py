@@ -30,7 +30,7 @@ _TERM = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\*\s*)?([^\s*+]+)\
 def monitor_terms(monitor: str) -> list[tuple[float, str]]:
     """``train.monitor`` read as ``[(weight, metric name), ...]``: one metric (``mIoU``, a joint run's
     ``face/verif_acc``) or a weighted sum, ``"0.5*detection/bbox_AP50 + 0.5*segmentation/mIoU"`` (numbers, names,
-    ``*`` and ``+`` only: read as data, never evaluated as code). A one-line UserError names a term that does not
+    ``*`` and ``+`` only: read as data, never evaluated as code). A one-line ConfigError names a term that does not
     parse."""
     terms = []
     for term in monitor.split(" + ") if " + " in monitor else [monitor]:
