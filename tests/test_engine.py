@@ -142,6 +142,12 @@ def test_resume_without_checkpoint_is_an_error(tiny_folder, tmp_path):
         make_trainer(tiny_folder, tmp_path / "empty", resume="auto").fit()
 
 
+def test_a_malformed_monitor_fails_when_the_trainer_is_built_before_any_run_directory(tiny_folder, tmp_path):
+    with pytest.raises(ConfigError, match=r"train.monitor='0.5 \* \* top1': '0.5 \* \* top1' is not a metric name"):
+        make_trainer(tiny_folder, tmp_path / "run", "train.monitor=0.5 * * top1")
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_of_other_backbone_or_task_is_refused(tiny_folder, tmp_path):
     make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
     ckpt = tmp_path / "run/checkpoints/last.pt"
