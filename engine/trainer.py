@@ -257,15 +257,27 @@ class Trainer:
         self._setup_runtime()
         self._build_loaders(for_training, meta)  # first: the data decides the number of classes
         self._build_model()
+        self.evaluator = self.task.build_evaluator(self.data)
         if for_training:
+            self._check_monitor()
             self._plan_schedule()
             self._claim_run_dir()
             self._build_optimization()
             if self.resume:
                 self._load_resume(self.resume)
         self._wrap_model()
-        self.evaluator = self.task.build_evaluator(self.data)
         self._built = True
+
+    def _check_monitor(self) -> None:
+        """A ``train.monitor`` term that names no metric of this run fails before anything is written, not at the
+        first validation (an evaluator that cannot list its metrics in advance is checked then)."""
+        known = self.evaluator.metric_names()
+        if not self.monitor or known is None:
+            return
+        for _, name in monitor_terms(self.monitor):
+            if name not in known:
+                raise ConfigError(f"train.monitor={self.monitor!r}: {name!r} is not a metric of this run "
+                                  f"({', '.join(sorted(known))})")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

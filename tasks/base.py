@@ -116,6 +116,11 @@ class Evaluator:
     def compute(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def metric_names(self) -> set[str] | None:
+        """Every name :meth:`compute` can return on this data, known before any sample: a ``train.monitor`` that
+        names none of them fails when the run starts, not at its first validation. ``None``: not known in advance."""
+        return None
+
     def write_report(self, run_dir: str | Path) -> None:
         """Write JSON/CSV/PNG files under ``run_dir`` (rank 0 only)."""
 

@@ -26,6 +26,7 @@ def test_evaluator_against_hand_computed_case():
     ev.update(logits[:2], (torch.tensor(labels[:2]), torch.tensor([0, 1])))
     ev.update(logits[2:], (torch.tensor(labels[2:]), torch.tensor([2, 3])))
     m = ev.compute()
+    assert set(m) == ev.metric_names()  # the names a train.monitor is checked against when a run starts
     # top-1: sample 0 (a) and 3 (b) right -> 2/4. top-5: sample 2 has a at rank 6 -> 3/4.
     assert m["top1"] == 0.5 and m["top5"] == 0.75
     # predictions a, c, f, b for truths a, b, a, b: precision a=1, b=1, c=0, f=0 (d, e undefined -> 0);

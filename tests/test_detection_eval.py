@@ -119,6 +119,7 @@ def test_coco_numbers_equal_pycocotools(coco_gt):
     expected = _pycocotools_stats(coco_gt, _coco_results([1, 2, 5, 9]))
     assert {k: metrics[k] for k in COCO_STATS} == pytest.approx(expected, abs=1e-12)
     assert set(COCO_STATS) == set(expected)  # all 12 of COCOeval's stats are reported
+    assert set(metrics) == ev.metric_names()  # the names a train.monitor is checked against when a run starts
     assert 0.2 < metrics["bbox_AP"] < 0.9 and all(metrics[k] >= 0 for k in ("bbox_APs", "bbox_APm", "bbox_APl"))
     assert metrics["num_images"] == 4 and metrics["num_detections"] == 24
     assert 0 < metrics["voc12_mAP50"] <= 1 and 0 < metrics["voc07_mAP50"] <= 1

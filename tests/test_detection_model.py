@@ -159,3 +159,54 @@ def test_detector_trained_with_bn_loads_into_a_frozen_bn_detector(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(frozen.backbone(x)["c5"], bn.backbone(x)["c5"], atol=1e-5, rtol=1e-4)
+
+
+def test_roi_pooling_gradient_on_every_thread_equals_torchvision(monkeypatch):
+    """Training on the CPU, our RoI pooler runs torchvision's backward kernel on slices of the channels in threads:
+    the pooled values and the gradients reaching every FPN level equal torchvision's ``MultiScaleRoIAlign``, also
+    with channels_last features, boxes on every level, a level without boxes and a channel count the threads do not
+    divide evenly."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from resvision.tasks.detection import model as detection_model
+
+    names = ["c3", "c4", "c5"]
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(n, high):
+        xy = torch.rand(n, 2, generator=g) * 150
+        return torch.cat([xy, xy + 2 + torch.rand(n, 2, generator=g) * high], dim=1)
+
+    def pooled_and_grads(pool, feats, batch, weights):
+        feats = {k: f.detach().clone().requires_grad_(True) for k, f in feats.items()}
+        out = pool(feats, batch, [(256, 256)] * len(batch))
+        (out * weights).sum().backward()
+        return out.detach(), [feats[k].grad for k in names], out.grad_fn
+
+    def graph_names(fn, seen=None):
+        seen = set() if seen is None else seen
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            for child, _ in fn.next_functions:
+                graph_names(child, seen)
+        return {type(f).__name__ for f in seen}
+
+    monkeypatch.setattr(detection_model, "SPLIT_MIN_CHANNELS", 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for channels, memory_format in ((50, torch.contiguous_format), (16, torch.channels_last)):
+            feats = {k: torch.randn(2, channels, s, s, generator=g).to(memory_format=memory_format)
+                     for k, s in zip(names, (32, 16, 8))}
+            for batch, levels in (([boxes(60, 600), boxes(25, 60)], {0, 1, 2}), ([boxes(30, 12), boxes(1, 12)], {0})):
+                weights = torch.randn(sum(len(b) for b in batch), channels, 7, 7, generator=g)
+                pool = detection_model.ExportableRoIAlign(names, 7, 2)
+                ours, our_grads, fn = pooled_and_grads(pool, feats, batch, weights)
+                assert set(pool.map_levels(batch).tolist()) == levels
+                theirs, their_grads, _ = pooled_and_grads(MultiScaleRoIAlign(names, 7, 2), feats, batch, weights)
+                assert "_SplitBackwardRoIAlignBackward" in graph_names(fn)
+                torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+                for mine, reference in zip(our_grads, their_grads):
+                    torch.testing.assert_close(mine, reference, rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(threads)

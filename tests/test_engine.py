@@ -148,6 +148,14 @@ def test_a_malformed_monitor_fails_when_the_trainer_is_built_before_any_run_dire
     assert not (tmp_path / "run").exists()
 
 
+def test_a_monitor_naming_no_metric_of_the_task_fails_before_any_run_directory(tiny_folder, tmp_path):
+    trainer = make_trainer(tiny_folder, tmp_path / "run", "train.monitor=0.5*top1 + 0.5*top_1")
+    with pytest.raises(ConfigError, match=r"train.monitor='0.5\*top1 \+ 0.5\*top_1': 'top_1' is not a metric of this run "
+                                          r"\(f1_macro, num_samples, precision_macro, recall_macro, top1, top5\)"):
+        trainer.fit()
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_of_other_backbone_or_task_is_refused(tiny_folder, tmp_path):
     make_trainer(tiny_folder, tmp_path / "run", "train.epochs=1").fit()
     ckpt = tmp_path / "run/checkpoints/last.pt"

@@ -85,6 +85,8 @@ def test_evaluator_scores_pairs_and_probes_by_image_index():
     reference = verify(emb[pairs[:, 0]], emb[pairs[:, 1]], pairs[:, 2].astype(bool)).metrics
     for key, value in reference.items():
         assert metrics[key] == pytest.approx(value, abs=1e-12), key
+    assert set(metrics) <= evaluator.metric_names()  # checked against train.monitor when a run starts
+    assert evaluator.metric_names() - set(metrics) <= {"tar_at_far_1e-3", "tar_at_far_1e-4"}  # too few pairs for them
     assert metrics["rank1"] == rank1_accuracy(emb[gallery], identity[gallery], emb[probes], identity[probes])
     assert data.threshold == metrics["verif_threshold"]  # travels into the checkpoint's meta for predict
 

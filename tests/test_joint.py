@@ -252,6 +252,11 @@ def test_best_checkpoint_follows_a_weighted_sum_of_head_metrics(tiny_folder, fac
     for bad, fragment in (("2*face/verif_ac", "'face/verif_ac' is not a metric"), ("__import__('os')*2", "not a metric"),
                           ("face/verif_acc + x**2", "'x**2' is not a metric name")):
         one_line_error(rv.UserError, [fragment], monitored_value, bad, metrics)
+    # a head's metric misspelt: known before training (every head's evaluator lists its names), nothing written
+    typo = _write_config(tmp_path / "typo.yaml", tiny_folder, faces, monitor="0.5*classification/top1 + 2*face/verif_ac")
+    with pytest.raises(ConfigError, match=r"'face/verif_ac' is not a metric of this run \(classification/f1_macro, "):
+        rv.train(typo, [f"output={tmp_path / 'typo'}"])
+    assert not (tmp_path / "typo").exists()
     monitor = "0.5*classification/top1 + 0.5*face/verif_acc"
     config = _write_config(tmp_path / "joint.yaml", tiny_folder, faces, monitor=monitor, epochs=2)
     run = rv.train(config, [f"output={tmp_path / 'run'}"])

@@ -56,7 +56,7 @@ def test_hand_computed_case():
                 "fwIoU": F(53, 100), "IoU_a": F(1, 2), "IoU_b": F(3, 5), "IoU_c": F(1, 2),
                 "num_pixels": 10, "num_classes_evaluated": 3}
     metrics = ev.compute()
-    assert set(metrics) == set(expected)
+    assert set(metrics) == set(expected) == ev.metric_names()
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(float(value), abs=1e-12), key
         assert isinstance(metrics[key], float), key

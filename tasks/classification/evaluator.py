@@ -43,6 +43,9 @@ class ClassificationEvaluator(Evaluator):
         return (np.asarray(self.topk_classes)[order], np.asarray(self.topk_probs)[order],
                 np.asarray(self.labels)[order], np.asarray(self.indices)[order])
 
+    def metric_names(self) -> set[str]:
+        return {"top1", "top5", "precision_macro", "recall_macro", "f1_macro", "num_samples"}
+
     def compute(self) -> dict[str, float]:
         if not self.labels:
             return {"top1": 0.0, "top5": 0.0}

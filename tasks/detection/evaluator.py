@@ -301,6 +301,9 @@ class DetectionEvaluator(Evaluator):
             self._cache = run_evaluation(self.coco_gt, self.results, self.image_ids, self.category_ids)
         return self._cache
 
+    def metric_names(self) -> set[str]:
+        return {*COCO_STATS, *VOC_KEYS, "num_images", "num_detections"}
+
     def compute(self) -> dict[str, float]:
         return dict(self.evaluation().metrics)
 

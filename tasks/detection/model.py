@@ -7,7 +7,10 @@ resnet50-FPN detector. Necks and heads are sized from the backbone's ``feature_s
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -77,22 +80,71 @@ class ExportableTransform(GeneralizedRCNNTransform):
         return image, target
 
 
+class _SplitBackwardRoIAlign(torch.autograd.Function):
+    """torchvision's CPU ``roi_align`` (aligned=False), whose backward runs torchvision's own backward kernel on as
+    many slices of the channels as torch has threads, at once.
+
+    torchvision's CPU backward kernel runs on one thread and costs several times its forward, which is parallel;
+    in a small detector's training step it is one of the largest costs (docs/benchmarks.md, "RoIAlign backward").
+    Each slice is the kernel's own computation for its channels, so the gradient is torchvision's (a test compares
+    them) and each thread writes its own part of it.
+    """
+
+    @staticmethod
+    def forward(ctx, feature: torch.Tensor, rois: torch.Tensor, scale: float, output_size: tuple[int, int],
+                sampling_ratio: int) -> torch.Tensor:
+        ctx.save_for_backward(rois)
+        ctx.geometry = (scale, *output_size, *feature.shape, sampling_ratio)
+        return torch.ops.torchvision.roi_align(feature, rois, scale, *output_size, sampling_ratio, False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rois,) = ctx.saved_tensors
+        scale, height, width, batch, channels, *rest = ctx.geometry
+
+        def part(c: slice) -> torch.Tensor:
+            return torch.ops.torchvision._roi_align_backward(grad[:, c], rois, scale, height, width, batch,
+                                                              c.stop - c.start, *rest, False)
+
+        count = min(torch.get_num_threads(), channels // SPLIT_MIN_CHANNELS) if len(rois) else 1
+        if count < 2:
+            return part(slice(0, channels)), None, None, None, None
+        bounds = [channels * k // count for k in range(count + 1)]
+        parts = _backward_threads(count, os.getpid()).map(part, [slice(a, b) for a, b in zip(bounds, bounds[1:])])
+        return torch.cat(list(parts), dim=1), None, None, None, None
+
+
+SPLIT_MIN_CHANNELS = 16  # fewer channels per thread than this: one thread (starting threads costs more than it saves)
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_threads(count: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per thread count and process (a forked child has none of its parent's threads)."""
+    return ThreadPoolExecutor(count, thread_name_prefix="roi_align_backward")
+
+
 class ExportableRoIAlign(MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign``, whose traced (ONNX) graph merges the per-level results with one
-    row gather instead of a ScatterElements over every pooled value.
+    row gather instead of a ScatterElements over every pooled value, and whose CPU training backward runs on every
+    thread (:class:`_SplitBackwardRoIAlign`).
 
     torchvision's traced path scatters each level's ``(k, C, 7, 7)`` results element by element into a zeros
     tensor (``_onnx_merge_levels``); in ONNX Runtime that scatter, its index ``Expand`` and the zeros took ~2/3
     of the detector's time at the demo size (docs/benchmarks.md). Here the levels' results are concatenated and
     put back in RoI order by ``argsort`` of their indices: the same values (a test checks the traced graph
-    against eager), and eager mode runs torchvision's own forward unchanged.
+    against eager). Evaluation, and training on a GPU, run torchvision's own forward unchanged.
     """
+
+    split_backward = True  # False: torchvision's one-thread backward (the benchmark's reference)
 
     def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
-        if not torchvision._is_tracing():
-            return super().forward(x, boxes, image_shapes)
+        tracing = torchvision._is_tracing()
         features = [x[name] for name in self.featmap_names]
+        split = (self.split_backward and not tracing and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                 and all(f.device.type == "cpu" and f.dtype == torch.float32 and f.requires_grad for f in features))
+        if not (tracing or split):
+            return super().forward(x, boxes, image_shapes)
         # torchvision's own level scales and FPN level mapper (Lin et al. 2017, eq. 1), set up as it does
         self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
@@ -100,7 +152,12 @@ class ExportableRoIAlign(MultiScaleRoIAlign):
         pooled, order = [], []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == level)[0]
-            pooled.append(roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio).to(features[0].dtype))
+            if split:
+                pooled.append(_SplitBackwardRoIAlign.apply(feature, rois[index], float(scale), self.output_size,
+                                                           self.sampling_ratio))
+            else:
+                pooled.append(roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio)
+                              .to(features[0].dtype))
             order.append(index)
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 

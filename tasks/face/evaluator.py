@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from ...reports import save_figure, save_image_grid  # noqa: E402
 from ..base import Evaluator  # noqa: E402
-from .verification import VerificationResult, rank1_accuracy, verify  # noqa: E402
+from .verification import TAR_FARS, VerificationResult, rank1_accuracy, verify  # noqa: E402
 
 PROTOCOL = """# Face evaluation protocol
 
@@ -64,6 +64,14 @@ class FaceEvaluator(Evaluator):
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         self.embeddings.extend(predictions.detach().float().cpu().numpy())
         self.indices.extend(int(i) for i in targets)
+
+    def metric_names(self) -> set[str]:
+        names = set()
+        if len(self.eval_set.pairs):
+            names |= {"verif_acc", "verif_acc_std", "verif_threshold", "roc_auc", *TAR_FARS, "num_pairs"}
+        if len(self.eval_set.gallery) and len(self.eval_set.probes):
+            names |= {"rank1", "num_probes"}
+        return names
 
     def _by_index(self) -> np.ndarray:
         count = len(self.eval_set)

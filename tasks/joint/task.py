@@ -188,6 +188,12 @@ class JointEvaluator(Evaluator):
         for evaluator in self.heads.values():
             evaluator.gather()
 
+    def metric_names(self) -> set[str] | None:
+        heads = {name: evaluator.metric_names() for name, evaluator in self.heads.items()}
+        if any(names is None for names in heads.values()):
+            return None
+        return {f"{name}/{k}" for name, names in heads.items() for k in names}
+
     def compute(self) -> dict[str, float]:
         return {f"{name}/{k}": v for name, evaluator in self.heads.items() for k, v in evaluator.compute().items()}
 
@@ -274,7 +280,7 @@ class JointTask(JointExport, Task):
             self.heads[name] = self.task_class(name)(sub)
             self.weights[name] = float(entry.get("weight", 1.0))
             self.lr_mults[name] = float(entry.get("lr_mult", 1.0))
-        if cfg.train.monitor:  # its metric names are known at the first validation; its heads are known now
+        if cfg.train.monitor:  # its heads are known now, before any data is read; their metric names once it is
             for _, metric in monitor_terms(cfg.train.monitor):
                 if metric.split("/")[0] not in self.heads:
                     raise ConfigError(f"train.monitor={cfg.train.monitor!r}: {metric!r} names no head of this run (a "

@@ -116,6 +116,10 @@ class SegmentationEvaluator(Evaluator):
             acc = np.where(gt > 0, tp / gt, np.nan)
         return {"iou": iou, "dice": dice, "acc": acc, "gt": gt, "pred": pred, "tp": tp, "present": present}
 
+    def metric_names(self) -> set[str]:
+        return {"mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU", "num_pixels", "num_classes_evaluated",
+                *(f"IoU_{name}" for name in self.class_names)}
+
     def compute(self) -> dict[str, float]:
         c = self.per_class()
         total = float(c["gt"].sum())
