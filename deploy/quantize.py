@@ -87,7 +87,7 @@ def quantize_int8(path: str | Path, task, cfg, state: dict[str, Any], model: tor
     fp32_metrics = evaluate_onnx(path, task, cfg, state, path.parent / f"{path.stem}-eval" / "fp32")
     int8_metrics = evaluate_onnx(out, task, cfg, state, path.parent / f"{path.stem}-eval" / "int8")
     speed = compare_speed(OnnxRunner(path), OnnxRunner(out), examples[0])
-    metrics = [k for k in (task.main_metric, "AP50", "bbox_AP50") if k in fp32_metrics and k in int8_metrics]
+    metrics = [k for k in task.int8_metrics if k in fp32_metrics and k in int8_metrics]
     report = {
         "path": str(out), "calibration_images": sum(len(a) if task.onnx_batched else 1 for a in calibration),
         "method": "ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 activations, MinMax calibration "

@@ -253,8 +253,13 @@ class Task:
     #: ``export --quantize int8``: name prefixes of the graph nodes to quantize (the exporter names a node after
     #: its module, e.g. ``/model/backbone/...``); the rest stays float32. Empty: every node ONNX Runtime can.
     int8_scopes: ClassVar[tuple[str, ...]] = ()
-    #: Whether ``export --quantize int8`` is built for the task's graph (joint files: not yet).
+    #: Whether ``export --quantize int8`` is built for the task's graph (a joint file of several inputs: not yet).
     onnx_int8: ClassVar[bool] = True
+
+    @property
+    def int8_metrics(self) -> tuple[str, ...]:
+        """The metrics ``export --quantize int8`` reports for both files (those the evaluator computes)."""
+        return tuple(dict.fromkeys((self.main_metric, "AP50", "bbox_AP50")))
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
         """Names of :meth:`export_module`'s outputs, in order."""

@@ -397,18 +397,45 @@ def test_a_shared_pass_exports_to_one_graph_of_one_input(shared_run, tmp_path):
     assert {"detection/max_box_diff_px", "segmentation/argmax_agreement"} <= set(info["parity"]["checks"])
     assert info["parity"]["passed"] and info["preprocessing"]["shared_pass"] == ["detection", "segmentation"]
     report = json.loads((shared_run / "report.json").read_text())
-    evaluation = rv.evaluate(tmp_path / "shared.onnx")
+    evaluation = rv.evaluate(tmp_path / "shared.onnx", output=tmp_path / "eval")
     assert evaluation["detection/bbox_AP50"] == pytest.approx(report["detection/bbox_AP50"], abs=0.01)
     assert evaluation["segmentation/mIoU"] == pytest.approx(report["segmentation/mIoU"], abs=0.01)
+    for name in ("detection/plots/predictions.png", "segmentation/report.json", "plots/predictions.png"):
+        assert (tmp_path / "eval" / name).is_file()  # every head's report, as the torch model's evaluation writes
     image = rv.load(checkpoint).task.build_datasets(training=False).val.samples[1].image_path
     (a,), (b,) = rv.load(checkpoint)(image), rv.load(tmp_path / "shared.onnx")(image)
     assert b["shared_pass"] == ["detection", "segmentation"]
     assert a.heads["detection"].names == b.heads["detection"].names
     np.testing.assert_allclose(a.heads["detection"].boxes, b.heads["detection"].boxes, atol=0.5)
     assert (a.heads["segmentation"].mask == b.heads["segmentation"].mask).mean() > 0.999
-    one_line_error(rv.UserError, ["int8", "not built", "detection+segmentation"], rv.export, checkpoint,
-                   tmp_path / "q.onnx", quantize="int8", quiet=True)
-    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.slow  # export, INT8 calibration and three ONNX Runtime evaluations, ~15 s (keeps make test near 6 min)
+def test_a_shared_pass_quantizes_to_int8_within_each_heads_own_scopes(shared_run, tmp_path):
+    """export --quantize int8 of the shared pass: the backbone, the detector's FPN, RPN head and box head and the whole
+    segmentation head run in INT8, the detector's class and box predictors stay float32 (detection's own choice);
+    both heads' metrics are reported for both files, and the INT8 file evaluates and predicts as one pass."""
+    import onnx
+    from resvision.tasks.joint.shared import SHARED_INT8_SCOPES
+
+    info = rv.export(shared_run / "checkpoints/last.pt", tmp_path / "shared.onnx", parity_images=2, quantize="int8",
+                     calibration_images=4, quiet=True)
+    q = info["int8"]
+    assert tuple(q["scopes"]) == SHARED_INT8_SCOPES and q["calibration_images"] == 4
+    graph = onnx.load(q["path"]).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    quantized = {n.name: getattr(producer.get(n.input[1]), "op_type", None) == "DequantizeLinear" for n in weighted}
+    assert {n.split("/")[1] for n, done in quantized.items() if done} == {"backbone", "fpn", "rpn", "roi_heads",
+                                                                          "decoder", "head"}
+    assert {n.rsplit("/", 2)[-2] for n, done in quantized.items() if not done} == {"cls_score", "bbox_pred"}
+    assert set(q["fp32"]) == set(q["int8"]) == {"detection/bbox_AP", "detection/bbox_AP50", "segmentation/mIoU"}
+    evaluation = rv.evaluate(q["path"], output=tmp_path / "eval")
+    for key, value in q["int8"].items():
+        assert evaluation[key] == pytest.approx(value, abs=1e-12)
+    image = rv.load(q["path"]).task.build_datasets(training=False).val.samples[0].image_path
+    (result,) = rv.load(q["path"])(image)
+    assert result["shared_pass"] == ["detection", "segmentation"] and result.heads["segmentation"].mask.shape
 
 
 @pytest.mark.slow  # one torchrun launch of two processes, ~40 s

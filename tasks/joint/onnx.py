@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .shared import SharedExportModule, SharedOnnx
+from .shared import SHARED_INT8_SCOPES, SharedExportModule, SharedOnnx
 
 if TYPE_CHECKING:
     from ...deploy.runtime import OnnxRunner
@@ -74,8 +74,22 @@ class JointExport:
     when ``same_input``)."""
 
     onnx_postprocess = ("none",)
-    onnx_int8 = False  # not built for joint files (the shared pass's graph has one input, but no INT8 scopes)
     same_input = False
+
+    @property
+    def onnx_int8(self) -> bool:
+        return self.same_input  # a graph of several inputs: not built (one calibration input per graph)
+
+    @property
+    def int8_scopes(self) -> tuple[str, ...]:
+        # the shared pass calls the heads' parts directly, so the exporter names nodes after those parts: detection's
+        # own choice (backbone, FPN, RPN head, box head; its class and box predictors stay float32) and all of the
+        # segmentation head (its own choice: every node)
+        return SHARED_INT8_SCOPES if self.same_input else ()
+
+    @property
+    def int8_metrics(self) -> tuple[str, ...]:
+        return tuple(f"{n}/{k}" for n, t in self.heads.items() for k in t.int8_metrics)
 
     @property
     def onnx_batched(self) -> bool:

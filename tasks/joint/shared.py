@@ -129,6 +129,10 @@ def shared_outputs(model: torch.nn.Module, image: torch.Tensor) -> tuple[dict[st
     return detections, F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
+#: ``export --quantize int8`` of the shared pass: the name prefixes of the nodes quantized (see JointExport.int8_scopes)
+SHARED_INT8_SCOPES = ("/backbone/", "/fpn/", "/rpn/head/", "/roi_heads/box_head/", "/decoder/", "/head/")
+
+
 class SharedExportModule(nn.Module):
     """What a shared-pass joint run exports: one ``(3, H, W)`` image in ``[0, 1]`` -> ``(boxes, labels, scores)`` in
     its pixels and the segmentation ``logits`` ``(1, C, H, W)`` at its size, from one backbone pass (the resize,
