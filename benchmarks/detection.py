@@ -6,7 +6,7 @@
 3. Evaluation: our evaluator (COCO via pycocotools + VOC07/VOC12) against pycocotools' COCOeval
    alone, on the same detections of the built-in shapes validation set.
 4. RoIAlign backward: the detection demo's training step with our RoI pooler's backward on every thread against
-   torchvision's one-thread kernel (``ExportableRoIAlign.split_backward``), alternating windows.
+   torchvision's one-thread kernel (``ExportableRoIAlign.threaded``), alternating windows.
 """
 
 from __future__ import annotations
@@ -109,16 +109,17 @@ def bench_detection(s) -> list[str]:
               "Both models hold identical weights (ours loads torchvision's state dict strictly), FrozenBatchNorm, "
               "stem + stage 1 frozen, random images with 4 random boxes each, plain SGD in the same loop.", ""]
     lines += _bench_evaluation(s)
-    lines += _bench_roi_backward(s)
+    lines += _bench_cpu_threads(s)
     lines += ["", f"Command: `{s.command} --only detection`"]
     return lines
 
 
-def _bench_roi_backward(s) -> list[str]:
+def _bench_cpu_threads(s) -> list[str]:
     """The packaged detection demo's training step (fresh weights, the built-in shapes' first training batches of 8)
-    with the RoI pooler's backward split over torch's threads, against torchvision's one-thread backward kernel."""
+    with the RoI pooler's kernels and the RPN's proposal filtering on every torch thread, against torchvision's
+    one-thread code."""
     from resvision.tasks import build_task, load_config
-    from resvision.tasks.detection.model import ExportableRoIAlign
+    from resvision.tasks.detection import model as detection_model
 
     task = build_task(load_config("detection", ["train.progress=false"]))
     data = task.build_datasets(training=True)
@@ -128,9 +129,9 @@ def _bench_roi_backward(s) -> list[str]:
     batches = [batch for batch, _ in zip(loader, range(s.pick(3, 1)))]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-    def window(split: bool):
+    def window(threaded: bool):
         def run() -> int:
-            ExportableRoIAlign.split_backward = split
+            detection_model.THREADED = threaded
             try:
                 for batch in batches:
                     losses = task.training_step(model, batch)
@@ -138,21 +139,23 @@ def _bench_roi_backward(s) -> list[str]:
                     sum(losses.values()).backward()
                     optimizer.step()
             finally:
-                ExportableRoIAlign.split_backward = True
+                detection_model.THREADED = True
             return 8 * len(batches)
         return run
 
-    _log(f"[detection] RoIAlign backward, demo training step at {torch.get_num_threads()} threads")
-    c = compare(alternate({"split": window(True), "torchvision": window(False)}, s.pick(7, 1), log=_log),
-                "split", "torchvision")
-    return ["", f"**RoIAlign backward.** The detection demo's training step (`configs/detection/` default: half-width "
-            f"ResNet-18, FPN, 160 px; fresh weights, {len(batches)} built-in shapes batches of 8 per window, AdamW) at "
-            f"{torch.get_num_threads()} torch threads: our RoI pooler runs torchvision's backward kernel on slices of "
-            "the channels, one per thread, against torchvision's own backward (one thread). The gradients are equal "
-            "(`test_roi_pooling_gradient_on_every_thread_equals_torchvision`); at 1 thread both run the kernel once, "
-            "on every channel.", "",
-            "| training step | split backward img/s | torchvision backward img/s | speed-up | round ratios min–max | "
-            "windows |", "|---|---:|---:|---:|---|---:|",
+    _log(f"[detection] RoIAlign and RPN on every thread, demo training step at {torch.get_num_threads()} threads")
+    c = compare(alternate({"threaded": window(True), "torchvision": window(False)}, s.pick(7, 1), log=_log),
+                "threaded", "torchvision")
+    return ["", f"**RoIAlign and RPN on every thread.** The detection demo's training step (`configs/detection/` "
+            f"default: half-width ResNet-18, FPN, 160 px; fresh weights, {len(batches)} built-in shapes batches of 8 per "
+            f"window, AdamW) at {torch.get_num_threads()} torch threads: our RoI pooler runs torchvision's forward and "
+            "backward kernels on slices of the channels, one per thread, and our RPN filters the images' proposals "
+            "(NMS) several images at once, against torchvision's own one-thread code. The pooled values, gradients "
+            "and proposals are equal (`test_roi_pooling_on_every_thread_equals_torchvision`, "
+            "`test_rpn_proposals_filtered_on_every_thread_equal_torchvisions`); at 1 thread both run torchvision's "
+            "code.", "",
+            "| training step | threaded img/s | torchvision img/s | speed-up | round ratios min–max | windows |",
+            "|---|---:|---:|---:|---|---:|",
             f"| detection demo, batch 8 | {c.a:.2f} | {c.b:.2f} | **{c.ratio:.3f}** | {c.low:.3f}–{c.high:.3f} | "
             f"{c.windows} |"]
 

@@ -161,11 +161,11 @@ def test_detector_trained_with_bn_loads_into_a_frozen_bn_detector(tmp_path):
         torch.testing.assert_close(frozen.backbone(x)["c5"], bn.backbone(x)["c5"], atol=1e-5, rtol=1e-4)
 
 
-def test_roi_pooling_gradient_on_every_thread_equals_torchvision(monkeypatch):
-    """Training on the CPU, our RoI pooler runs torchvision's backward kernel on slices of the channels in threads:
-    the pooled values and the gradients reaching every FPN level equal torchvision's ``MultiScaleRoIAlign``, also
-    with channels_last features, boxes on every level, a level without boxes and a channel count the threads do not
-    divide evenly."""
+def test_roi_pooling_on_every_thread_equals_torchvision(monkeypatch):
+    """Training on the CPU, our RoI pooler runs torchvision's forward and backward kernels on slices of the channels
+    in threads: the pooled values and the gradients reaching every FPN level equal torchvision's
+    ``MultiScaleRoIAlign``, also with channels_last features, boxes on every level, a level without boxes and a
+    channel count the threads do not divide evenly."""
     from torchvision.ops import MultiScaleRoIAlign
 
     from resvision.tasks.detection import model as detection_model
@@ -204,9 +204,51 @@ def test_roi_pooling_gradient_on_every_thread_equals_torchvision(monkeypatch):
                 ours, our_grads, fn = pooled_and_grads(pool, feats, batch, weights)
                 assert set(pool.map_levels(batch).tolist()) == levels
                 theirs, their_grads, _ = pooled_and_grads(MultiScaleRoIAlign(names, 7, 2), feats, batch, weights)
-                assert "_SplitBackwardRoIAlignBackward" in graph_names(fn)
+                assert "_ThreadedRoIAlignBackward" in graph_names(fn)
                 torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
                 for mine, reference in zip(our_grads, their_grads):
                     torch.testing.assert_close(mine, reference, rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_rpn_proposals_filtered_on_every_thread_equal_torchvisions(tmp_path):
+    """Training on the CPU, our RPN filters the images' proposals (clipping, small and low-scoring boxes out, NMS per
+    level, the top post_nms_top_n) several images at once: the boxes and scores equal torchvision's
+    ``RegionProposalNetwork.filter_proposals`` on the same inputs, with overlapping boxes (NMS removes some), boxes
+    outside the image, tiny boxes and more images than threads; evaluation runs torchvision's code."""
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    from resvision.tasks.detection.model import ThreadedProposals
+
+    model = build_task(small_cfg(tmp_path)).build_model(DetectionDataInfo(classes=["a", "b"], category_ids=[1, 2]))
+    rpn = model.rpn
+    assert type(rpn) is ThreadedProposals
+    rpn.score_thresh = 0.2  # some boxes fall below it
+    g = torch.Generator().manual_seed(0)
+    per_level, images = [300, 80, 20], 5
+    corners = torch.rand(images, sum(per_level), 2, generator=g) * 140 - 10  # some outside the 128 x 120 images
+    sizes = torch.rand(images, sum(per_level), 2, generator=g) * 40
+    sizes[:, ::17] = 1e-4  # tiny boxes, removed as too small
+    proposals = torch.cat([corners, corners + sizes], dim=2)
+    objectness = torch.randn(images * sum(per_level), 1, generator=g)
+    shapes = [(120, 128)] * images
+
+    def both() -> tuple:
+        mine = rpn.filter_proposals(proposals, objectness, shapes, per_level)
+        theirs = RegionProposalNetwork.filter_proposals(rpn, proposals, objectness, shapes, per_level)
+        return mine, theirs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for training in (True, False):
+            rpn.train(training)
+            (boxes, scores), (their_boxes, their_scores) = both()
+            assert len(boxes) == images
+            for mine, theirs in zip(boxes + scores, their_boxes + their_scores):
+                torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+            kept = sum(len(b) for b in boxes)
+            assert 0 < kept < min(rpn.post_nms_top_n(), len(objectness) // images) * images  # NMS and filters acted
     finally:
         torch.set_num_threads(threads)

@@ -435,7 +435,8 @@ def test_a_shared_pass_quantizes_to_int8_within_each_heads_own_scopes(shared_run
         assert evaluation[key] == pytest.approx(value, abs=1e-12)
     image = rv.load(q["path"]).task.build_datasets(training=False).val.samples[0].image_path
     (result,) = rv.load(q["path"])(image)
-    assert result["shared_pass"] == ["detection", "segmentation"] and result.heads["segmentation"].mask.shape
+    assert result["shared_pass"] == ["detection", "segmentation"]
+    assert result.heads["segmentation"].mask.shape == np.asarray(rv.datasets.as_rgb(image)).shape[:2]
 
 
 @pytest.mark.slow  # one torchrun launch of two processes, ~40 s

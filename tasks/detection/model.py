@@ -19,9 +19,10 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, boxes as box_ops, roi_align
 from torchvision.ops.poolers import _setup_scales
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
@@ -80,14 +81,14 @@ class ExportableTransform(GeneralizedRCNNTransform):
         return image, target
 
 
-class _SplitBackwardRoIAlign(torch.autograd.Function):
-    """torchvision's CPU ``roi_align`` (aligned=False), whose backward runs torchvision's own backward kernel on as
+class _ThreadedRoIAlign(torch.autograd.Function):
+    """torchvision's CPU ``roi_align`` (aligned=False) whose forward and backward run torchvision's own kernels on as
     many slices of the channels as torch has threads, at once.
 
-    torchvision's CPU backward kernel runs on one thread and costs several times its forward, which is parallel;
-    in a small detector's training step it is one of the largest costs (docs/benchmarks.md, "RoIAlign backward").
-    Each slice is the kernel's own computation for its channels, so the gradient is torchvision's (a test compares
-    them) and each thread writes its own part of it.
+    torchvision's CPU kernels run on one thread (the backward costs several times the forward); in a small
+    detector's training step they are among the largest costs (docs/benchmarks.md, "RoIAlign backward"). Each slice
+    is the kernels' own computation for its channels, so the pooled values and the gradient are torchvision's (a
+    test compares them) and each thread writes its own part of them.
     """
 
     @staticmethod
@@ -95,7 +96,11 @@ class _SplitBackwardRoIAlign(torch.autograd.Function):
                 sampling_ratio: int) -> torch.Tensor:
         ctx.save_for_backward(rois)
         ctx.geometry = (scale, *output_size, *feature.shape, sampling_ratio)
-        return torch.ops.torchvision.roi_align(feature, rois, scale, *output_size, sampling_ratio, False)
+
+        def part(c: slice) -> torch.Tensor:
+            return torch.ops.torchvision.roi_align(feature[:, c], rois, scale, *output_size, sampling_ratio, False)
+
+        return _on_channel_slices(part, feature.shape[1], len(rois))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -106,27 +111,72 @@ class _SplitBackwardRoIAlign(torch.autograd.Function):
             return torch.ops.torchvision._roi_align_backward(grad[:, c], rois, scale, height, width, batch,
                                                               c.stop - c.start, *rest, False)
 
-        count = min(torch.get_num_threads(), channels // SPLIT_MIN_CHANNELS) if len(rois) else 1
-        if count < 2:
-            return part(slice(0, channels)), None, None, None, None
-        bounds = [channels * k // count for k in range(count + 1)]
-        parts = _backward_threads(count, os.getpid()).map(part, [slice(a, b) for a, b in zip(bounds, bounds[1:])])
-        return torch.cat(list(parts), dim=1), None, None, None, None
+        return _on_channel_slices(part, channels, len(rois)), None, None, None, None
+
+
+def _on_channel_slices(part, channels: int, rois: int) -> torch.Tensor:
+    """``part(slice(0, channels))``, computed as one slice of the channels per torch thread at once, concatenated."""
+    count = min(torch.get_num_threads(), channels // SPLIT_MIN_CHANNELS) if rois else 1
+    if count < 2:
+        return part(slice(0, channels))
+    bounds = [channels * k // count for k in range(count + 1)]
+    return torch.cat(list(_threads(count, os.getpid()).map(part, [slice(a, b) for a, b in zip(bounds, bounds[1:])])),
+                     dim=1)
 
 
 SPLIT_MIN_CHANNELS = 16  # fewer channels per thread than this: one thread (starting threads costs more than it saves)
+THREADED = True  # False: torchvision's one-thread CPU code in the RoI pooler and the RPN (the benchmark's reference)
 
 
 @functools.lru_cache(maxsize=None)
-def _backward_threads(count: int, pid: int) -> ThreadPoolExecutor:
+def _threads(count: int, pid: int) -> ThreadPoolExecutor:
     """One pool per thread count and process (a forked child has none of its parent's threads)."""
-    return ThreadPoolExecutor(count, thread_name_prefix="roi_align_backward")
+    return ThreadPoolExecutor(count, thread_name_prefix="detector")
+
+
+class ThreadedProposals(RegionProposalNetwork):
+    """torchvision's RPN, whose CPU training filters the images' proposals (clipping, small and low-scoring boxes
+    out, NMS per level, the top ``post_nms_top_n``) on as many images at once as torch has threads.
+
+    torchvision's NMS kernel runs on one thread, once per image and FPN level; in a small detector's training step
+    it is one of the largest costs left on one core. The batched part and each image's part are torchvision's own
+    steps on the same tensors, so the proposals are torchvision's (a test compares them). Evaluation, one image,
+    one thread, a GPU and tracing run torchvision's code.
+    """
+
+    def filter_proposals(self, proposals: torch.Tensor, objectness: torch.Tensor, image_shapes: list[tuple[int, int]],
+                         num_anchors_per_level: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        images = proposals.shape[0]
+        count = min(torch.get_num_threads(), images)
+        if (count < 2 or not THREADED or not self.training or proposals.device.type != "cpu" or torchvision._is_tracing()
+                or torch.compiler.is_compiling()):
+            return super().filter_proposals(proposals, objectness, image_shapes, num_anchors_per_level)
+        # the batched part, as torchvision does it: the top pre_nms_top_n per level, their levels and probabilities
+        objectness = objectness.detach().reshape(images, -1)
+        levels = torch.cat([torch.full((n,), k, dtype=torch.int64) for k, n in enumerate(num_anchors_per_level)])
+        levels = levels.reshape(1, -1).expand_as(objectness)
+        top = self._get_top_n_idx(objectness, num_anchors_per_level)
+        rows = torch.arange(images)[:, None]
+        objectness, levels, proposals = objectness[rows, top], levels[rows, top], proposals[rows, top]
+        probabilities = torch.sigmoid(objectness)
+
+        def one(k: int) -> tuple[torch.Tensor, torch.Tensor]:  # torchvision's loop body for image k
+            boxes = box_ops.clip_boxes_to_image(proposals[k], image_shapes[k])
+            keep = box_ops.remove_small_boxes(boxes, self.min_size)
+            boxes, scores, level = boxes[keep], probabilities[k][keep], levels[k][keep]
+            keep = torch.where(scores >= self.score_thresh)[0]
+            boxes, scores, level = boxes[keep], scores[keep], level[keep]
+            keep = box_ops.batched_nms(boxes, scores, level, self.nms_thresh)[: self.post_nms_top_n()]
+            return boxes[keep], scores[keep]
+
+        found = list(_threads(count, os.getpid()).map(one, range(images)))
+        return [boxes for boxes, _ in found], [scores for _, scores in found]
 
 
 class ExportableRoIAlign(MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign``, whose traced (ONNX) graph merges the per-level results with one
-    row gather instead of a ScatterElements over every pooled value, and whose CPU training backward runs on every
-    thread (:class:`_SplitBackwardRoIAlign`).
+    row gather instead of a ScatterElements over every pooled value, and whose CPU training runs torchvision's
+    forward and backward kernels on every thread (:class:`_ThreadedRoIAlign`).
 
     torchvision's traced path scatters each level's ``(k, C, 7, 7)`` results element by element into a zeros
     tensor (``_onnx_merge_levels``); in ONNX Runtime that scatter, its index ``Expand`` and the zeros took ~2/3
@@ -135,13 +185,11 @@ class ExportableRoIAlign(MultiScaleRoIAlign):
     against eager). Evaluation, and training on a GPU, run torchvision's own forward unchanged.
     """
 
-    split_backward = True  # False: torchvision's one-thread backward (the benchmark's reference)
-
     def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         tracing = torchvision._is_tracing()
         features = [x[name] for name in self.featmap_names]
-        split = (self.split_backward and not tracing and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        split = (THREADED and not tracing and torch.is_grad_enabled() and not torch.compiler.is_compiling()
                  and all(f.device.type == "cpu" and f.dtype == torch.float32 and f.requires_grad for f in features))
         if not (tracing or split):
             return super().forward(x, boxes, image_shapes)
@@ -153,8 +201,8 @@ class ExportableRoIAlign(MultiScaleRoIAlign):
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == level)[0]
             if split:
-                pooled.append(_SplitBackwardRoIAlign.apply(feature, rois[index], float(scale), self.output_size,
-                                                           self.sampling_ratio))
+                pooled.append(_ThreadedRoIAlign.apply(feature, rois[index], float(scale), self.output_size,
+                                                      self.sampling_ratio))
             else:
                 pooled.append(roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio)
                               .to(features[0].dtype))
@@ -254,6 +302,7 @@ def build_faster_rcnn(body: Backbone, num_classes: int, settings: DetectorSettin
     )
     t = model.transform
     model.transform = ExportableTransform(t.min_size, t.max_size, t.image_mean, t.image_std)
+    model.rpn.__class__ = ThreadedProposals  # the same module and weights (FasterRCNN builds its RPN itself)
     return model
 
 

@@ -83,8 +83,8 @@ class JointExport:
     @property
     def int8_scopes(self) -> tuple[str, ...]:
         # the shared pass calls the heads' parts directly, so the exporter names nodes after those parts: detection's
-        # own choice (backbone, FPN, RPN head, box head; its class and box predictors stay float32) and all of the
-        # segmentation head (its own choice: every node)
+        # own choice (backbone, FPN, RPN head, box head; its class and box predictors stay float32) and the
+        # segmentation decoder and head (the final upsampling to the image stays float32)
         return SHARED_INT8_SCOPES if self.same_input else ()
 
     @property

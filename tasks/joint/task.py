@@ -404,8 +404,8 @@ class JointTask(JointExport, Task):
             if self.same_input and name == "segmentation":
                 evaluator.heads[name].inference = SHARED_PROTOCOL
                 evaluator.heads[name].write_report(out)
-            else:  # an exported shared pass has no heads to hand over: detection's report reads only its evaluator
-                head = model.heads[name] if hasattr(model, "heads") else None
+            else:  # the shared pass (an exported one has no heads) hands none: detection's report reads its evaluator
+                head = None if self.same_input else model.heads[name]
                 task.write_report(out, head, evaluator.heads[name], data.heads[name], device)
         if self.same_input and data.val is not None and len(data.val):
             self._shared_picture(Path(run_dir) / "plots" / "predictions.png", model, data, device)
