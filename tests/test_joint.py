@@ -460,7 +460,7 @@ def test_a_shared_pass_under_torchrun(tmp_path):
         assert again[key] == pytest.approx(report[key], abs=1e-9), key
 
 
-@pytest.mark.slow  # the packaged detection+segmentation demo, ~8 minutes on 2 cores
+@pytest.mark.slow  # the packaged detection+segmentation demo, ~7 minutes on 2 cores
 def test_default_detection_segmentation_run_reaches_its_promise(tmp_path):
     """`tools/train.py --task detection+segmentation` (one backbone pass per batch) at 2 threads, the default seed:
     bbox_AP50 >= 0.65 and mIoU >= PROMISED_MIOU, issue 19's targets (README "Results")."""
