@@ -86,9 +86,9 @@ class _ThreadedRoIAlign(torch.autograd.Function):
     many slices of the channels as torch has threads, at once.
 
     torchvision's CPU kernels run on one thread (the backward costs several times the forward); in a small
-    detector's training step they are among the largest costs (docs/benchmarks.md, "RoIAlign backward"). Each slice
-    is the kernels' own computation for its channels, so the pooled values and the gradient are torchvision's (a
-    test compares them) and each thread writes its own part of them.
+    detector's training step they are among the largest costs (docs/benchmarks.md, "RoIAlign and RPN on every
+    thread"). Each slice is the kernels' own computation for its channels, so the pooled values and the gradient
+    are torchvision's (a test compares them) and each thread writes its own part of them.
     """
 
     @staticmethod
