@@ -259,7 +259,7 @@ class Task:
     @property
     def int8_metrics(self) -> tuple[str, ...]:
         """The metrics ``export --quantize int8`` reports for both files (those the evaluator computes)."""
-        return tuple(dict.fromkeys((self.main_metric, "AP50", "bbox_AP50")))
+        return (self.main_metric,)
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
         """Names of :meth:`export_module`'s outputs, in order."""

@@ -25,6 +25,7 @@ class DetectionExport:
     # INT8: the backbone + FPN, the RPN head's convolutions and the box head's two fc layers, where the time goes;
     # box decoding, NMS, RoIAlign and the class / box predictors stay float32 (docs/benchmarks.md, "INT8 detection")
     int8_scopes = ("/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_head/")
+    int8_metrics = ("bbox_AP", "bbox_AP50")
 
     def onnx_output_names(self, postprocess: str = "none") -> tuple[str, ...]:
         return ("boxes", "labels", "scores")
